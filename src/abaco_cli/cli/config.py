@@ -1,0 +1,44 @@
+"""`abaco config show`: the effective configuration, secrets redacted."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from abaco_cli.cli import console
+from abaco_cli.cli.common import handle_errors, state
+from abaco_cli.db.connect import redacted_dsn
+from abaco_cli.settings import Settings, config_file_path
+
+app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
+
+
+def effective(settings: Settings) -> dict[str, Any]:
+    """Every setting as JSON-ready data, the database URL with its password as ***."""
+    data: dict[str, Any] = json.loads(settings.model_dump_json())
+    data["database_url"] = redacted_dsn(settings)
+    return data
+
+
+@app.command("show")
+@handle_errors
+def show_command(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """Print the effective configuration (defaults < abaco.toml < ABACO_* < flags)."""
+    app_state = state(ctx)
+    settings = app_state.settings()
+    data = effective(settings)
+    source = config_file_path(app_state.config_file)
+    if as_json:
+        console.emit_json({"config_file": str(source) if source else None, "settings": data})
+        return
+    console.info(f"configuration file: {source or 'none (defaults and environment)'}")
+    rows = []
+    for key, value in data.items():
+        rendered = json.dumps(value) if isinstance(value, dict | list) else str(value)
+        rows.append((key, rendered))
+    console.table("effective configuration", ["setting", "value"], rows)

@@ -1,0 +1,112 @@
+"""The one place that owns terminal output: consoles, log lines, progress and tables."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from abaco_cli.errors import AbacoError
+
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True, soft_wrap=True)
+log = logging.getLogger("abaco")
+
+
+def interactive() -> bool:
+    """True when a person watches stderr (rich progress); False under cron, systemd, pipes."""
+    return stderr.is_terminal
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        payload = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        return json.dumps(payload)
+
+
+def setup_logging(log_format: str, *, debug: bool = False) -> None:
+    """Log lines on stderr: plain text, or one JSON object a line for machines."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S%z")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    logging.getLogger("psycopg").setLevel(logging.WARNING)
+
+
+def error(exc: AbacoError) -> None:
+    """One red line and, on a second line, what to do next."""
+    stderr.print(f"[bold red]abaco: error:[/] {exc.message}", highlight=False, markup=True)
+    if exc.hint:
+        stderr.print(f"[dim]hint: {exc.hint}[/]", highlight=False)
+
+
+def emit_json(payload: Any) -> None:
+    """The machine-readable result: only this goes to stdout under --json."""
+    sys.stdout.write(json.dumps(payload, indent=2, allow_nan=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A rich table on a terminal; tab-separated lines elsewhere (easy to grep and cut)."""
+    if stdout.is_terminal:
+        grid = Table(title=title, title_justify="left")
+        for column in columns:
+            grid.add_column(column)
+        for row in rows:
+            grid.add_row(*(str(v) for v in row))
+        stdout.print(grid)
+        return
+    sys.stdout.write("\t".join(columns) + "\n")
+    for row in rows:
+        sys.stdout.write("\t".join(str(v) for v in row) + "\n")
+    sys.stdout.flush()
+
+
+def info(message: str) -> None:
+    """A status line on stderr: styled on a terminal, a log line elsewhere."""
+    if interactive():
+        stderr.print(message, highlight=False)
+    else:
+        log.info(message)
+
+
+@contextmanager
+def progress_bar(total: int | None = None) -> Iterator[Progress | None]:
+    """A rich progress bar on a terminal; None elsewhere (callers then log instead)."""
+    if not interactive():
+        yield None
+        return
+    columns = [SpinnerColumn(), TextColumn("{task.description}")]
+    if total is not None:
+        columns += [BarColumn(), MofNCompleteColumn()]
+    else:
+        columns += [TextColumn("{task.fields[detail]}")]
+    columns.append(TimeElapsedColumn())
+    with Progress(*columns, console=stderr, transient=False) as bar:
+        yield bar

@@ -1,0 +1,115 @@
+"""`abaco db init | seed | check`: the source database."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+import typer
+
+from abaco_cli.cli import console
+from abaco_cli.cli.common import handle_errors, state
+from abaco_cli.errors import ExitCode, UsageError
+from abaco_cli.services.database import check_database, init_database, seed_database
+
+app = typer.Typer(help="Create, seed and check the source database.", no_args_is_help=True)
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+@app.command("init")
+@handle_errors
+def init_command(ctx: typer.Context, as_json: AsJson = False) -> None:
+    """Create the source contract tables of DOMAIN.md (safe to run again)."""
+    result = init_database(state(ctx).settings())
+    if as_json:
+        console.emit_json({"source": result.source, "created": result.created, "tables": result.tables})
+        return
+    created = ", ".join(result.created) if result.created else "nothing (already there)"
+    console.info(f"source contract ready on {result.source}; created: {created}")
+
+
+@app.command("seed")
+@handle_errors
+def seed_command(
+    ctx: typer.Context,
+    loans: Annotated[int, typer.Option("--loans", help="Number of loans to generate.")] = 20_000,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same data.")] = 7,
+    through: Annotated[
+        str, typer.Option("--through", help="Last day of the synthetic history (YYYY-MM-DD).")
+    ] = "2025-12-31",
+    replace: Annotated[bool, typer.Option("--replace", help="Empty the five source tables first.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Write a deterministic synthetic factoring portfolio (no personal names)."""
+    if loans < 1 or loans > 10_000_000:
+        raise UsageError(f"--loans must be between 1 and 10,000,000, not {loans}")
+    try:
+        last_day = date.fromisoformat(through)
+    except ValueError:
+        raise UsageError(f"--through {through!r} is not a date; use YYYY-MM-DD") from None
+    settings = state(ctx).settings()
+    with console.progress_bar(total=None) as bar:
+        tasks: dict[str, object] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if bar is None:
+                if done == total:
+                    console.log.info("seeded %s: %d", stage, total)
+                return
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(f"seeding {stage}", total=None, detail="")
+            bar.update(tasks[stage], detail=f"{done:,} / {total:,}")  # type: ignore[arg-type]
+
+        result = seed_database(settings, loans=loans, seed=seed, through=last_day, replace=replace, progress=progress)
+    if as_json:
+        console.emit_json(
+            {
+                "customers": result.customers,
+                "loans": result.loans,
+                "installments": result.installments,
+                "payments": result.payments,
+                "rate_cards": result.rate_cards,
+                "through": result.through.isoformat(),
+            }
+        )
+        return
+    console.table(
+        f"synthetic portfolio (seed {seed}, through {result.through})",
+        ["table", "rows"],
+        [
+            ("customers", f"{result.customers:,}"),
+            ("loans", f"{result.loans:,}"),
+            ("payment_schedule", f"{result.installments:,}"),
+            ("payments", f"{result.payments:,}"),
+            ("rate_card", f"{result.rate_cards:,}"),
+        ],
+    )
+
+
+@app.command("check")
+@handle_errors
+def check_command(ctx: typer.Context, as_json: AsJson = False) -> None:
+    """Does this database satisfy the source contract? Exits 1 when it does not."""
+    result = check_database(state(ctx).settings())
+    if as_json:
+        console.emit_json(
+            {
+                "source": result.source,
+                "ok": result.ok,
+                "problems": [{"table": p.table, "column": p.column, "problem": p.problem} for p in result.problems],
+            }
+        )
+    elif result.ok:
+        console.info(f"source contract satisfied on {result.source}")
+    else:
+        console.stderr.print(
+            f"abaco: the source contract is NOT satisfied on {result.source}: "
+            f"{len(result.problems)} problem(s)", highlight=False
+        )
+        console.table(
+            f"source contract NOT satisfied on {result.source}",
+            ["table", "column", "problem"],
+            [(p.table, p.column or "", p.problem) for p in result.problems],
+        )
+    if not result.ok:
+        raise typer.Exit(int(ExitCode.FAILED))

@@ -1,0 +1,62 @@
+"""dpd: loan-level delinquency and the aging summary (hourly; risk and collections)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+
+from psycopg import sql
+
+from abaco_cli.datasets.base import DatasetSpec, Params, TableSpec, load_sql, source_names
+from abaco_cli.settings import Settings
+
+LOAN_COLUMNS = (
+    "as_of_date", "loan_id", "customer_id", "company", "product_type", "disbursement_date",
+    "maturity_date", "principal", "principal_paid", "outstanding", "past_due_amount",
+    "first_arrears_date", "days_past_due", "dpd_bucket", "dpd_bucket_value", "is_default",
+    "is_written_off", "written_off_balance", "last_payment_date", "last_due_date",
+)  # fmt: skip
+AGING_COLUMNS = (
+    "as_of_date", "dpd_bucket_value", "dpd_bucket", "description", "loans", "customers",
+    "outstanding", "past_due_amount", "share_of_outstanding",
+)  # fmt: skip
+
+
+def delinquency_query(settings: Settings) -> sql.Composed:
+    """The loan-level delinquency SELECT; parameters come from ``delinquency_params``."""
+    return sql.SQL(load_sql(__name__, "delinquency.sql")).format(**source_names(settings))  # type: ignore[arg-type]
+
+
+def delinquency_params(settings: Settings, as_of: date) -> Params:
+    """Parameters of the delinquency query: the as-of date and the DPD policy."""
+    policy = settings.dpd
+    return {
+        "as_of": as_of,
+        "tolerance": policy.tolerance,
+        "write_off_after_days": policy.write_off_after_days,
+        "default_threshold_days": policy.default_threshold_days,
+        "bucket_values": [b.value for b in policy.buckets],
+        "bucket_labels": [b.label for b in policy.buckets],
+        "bucket_descriptions": [b.description for b in policy.buckets],
+        "bucket_min_days": [b.min_days for b in policy.buckets],
+        "bucket_max_days": [b.max_days for b in policy.buckets],
+    }
+
+
+def _wrap(file_name: str) -> Callable[[Settings], sql.Composable]:
+    def build(settings: Settings) -> sql.Composable:
+        return sql.SQL(load_sql(__name__, file_name)).format(delinquency=delinquency_query(settings))
+
+    return build
+
+
+DPD = DatasetSpec(
+    name="dpd",
+    description="Loan-level delinquency (days past due, buckets, default, write-off) and aging",
+    refresh="hourly",
+    tables=(
+        TableSpec("loans", "one row per loan disbursed on or before the as-of date", _wrap("loans.sql")),
+        TableSpec("aging", "per bucket: active loans, customers, outstanding, share", _wrap("aging.sql")),
+    ),
+    build_params=delinquency_params,
+)

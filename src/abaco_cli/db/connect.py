@@ -1,0 +1,164 @@
+"""Connecting to the source: libpq conninfo, pooler-safe options, bounded retries."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import IsolationLevel
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from abaco_cli.db.classify import TransientSourceError, classify
+from abaco_cli.errors import ConfigurationError
+from abaco_cli.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Connection = psycopg.Connection[Any]
+
+
+@dataclass(frozen=True)
+class SourceIdentity:
+    """Where the source lives, safe to print: no password."""
+
+    host: str
+    port: str
+    database: str
+    user: str
+
+    def __str__(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}/{self.database}"
+
+
+def _conninfo(settings: Settings) -> str:
+    raw = settings.database_url.get_secret_value() if settings.database_url else ""
+    try:
+        conninfo_to_dict(raw)  # validates syntax without connecting
+    except psycopg.ProgrammingError:
+        raise ConfigurationError(
+            "ABACO_DATABASE_URL is not a valid libpq connection string or URL"
+        ) from None
+    return raw
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    """Every secret value that must never reach output (the password, the whole URL)."""
+    raw = settings.database_url.get_secret_value() if settings.database_url else ""
+    found = [raw] if raw else []
+    try:
+        password = conninfo_to_dict(raw).get("password")
+    except psycopg.ProgrammingError:
+        password = None
+    if password:
+        found.append(str(password))
+    return sorted(found, key=len, reverse=True)
+
+
+def source_identity(settings: Settings) -> SourceIdentity:
+    """Host, port, database and user as libpq would resolve them (environment included)."""
+    import os
+
+    try:
+        params = conninfo_to_dict(_conninfo(settings))
+    except ConfigurationError:
+        params = {}
+
+    def pick(key: str, env: str, default: str) -> str:
+        return str(params.get(key) or os.environ.get(env) or default)
+
+    user = pick("user", "PGUSER", os.environ.get("USER", ""))
+    return SourceIdentity(
+        host=pick("host", "PGHOST", "localhost"),
+        port=pick("port", "PGPORT", "5432"),
+        database=pick("dbname", "PGDATABASE", user),
+        user=user,
+    )
+
+
+def redacted_dsn(settings: Settings) -> str | None:
+    """The configured connection string with its password replaced by ***."""
+    if settings.database_url is None:
+        return None
+    raw = settings.database_url.get_secret_value()
+    try:
+        params = conninfo_to_dict(raw)
+    except psycopg.ProgrammingError:
+        return "*** (unparseable)"
+    if "password" in params:
+        params["password"] = "***"
+    return make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
+
+
+def connect(settings: Settings, *, read_only: bool = True) -> Connection:
+    """Open one connection (no retry here); raises abaco errors, never psycopg ones."""
+    conninfo = _conninfo(settings)
+    try:
+        conn = psycopg.connect(
+            conninfo,
+            application_name=settings.application_name,
+            connect_timeout=settings.connect_timeout_seconds,
+            prepare_threshold=None,  # Supabase's pooler is PgBouncer in transaction mode
+        )
+    except psycopg.Error as exc:
+        raise classify(exc, secrets=secrets_of(settings), during="connecting to the source") from None
+    if read_only:
+        conn.isolation_level = IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+    return conn
+
+
+@contextmanager
+def snapshot(conn: Connection, settings: Settings) -> Iterator[Connection]:
+    """One read-only REPEATABLE READ transaction: every query inside sees the same instant."""
+    timeout_ms = settings.statement_timeout_seconds * 1000
+    with conn.transaction():
+        # SET LOCAL: confined to this transaction, so it is safe behind a transaction pooler.
+        conn.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+        yield conn
+
+
+def with_retries(
+    settings: Settings,
+    job: Callable[[], T],
+    *,
+    on_retry: Callable[[int, BaseException, float], None] | None = None,
+) -> T:
+    """Run ``job`` and retry it on transient source failures, bounded in attempts and time."""
+    policy = settings.retry
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        if exc is not None:
+            log.warning(
+                "transient source failure (attempt %d of %d), retrying in %.1fs: %s",
+                state.attempt_number,
+                policy.attempts,
+                wait,
+                exc,
+            )
+            if on_retry is not None:
+                on_retry(state.attempt_number, exc, wait)
+
+    retrying = Retrying(
+        retry=retry_if_exception_type(TransientSourceError),
+        stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.max_total_seconds),
+        wait=wait_exponential(
+            multiplier=policy.initial_wait_seconds, max=policy.max_wait_seconds
+        ),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    return retrying(job)

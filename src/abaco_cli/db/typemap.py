@@ -1,0 +1,93 @@
+"""The explicit PostgreSQL-to-Arrow type map: every exported column has a declared type."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+from psycopg import Connection
+from psycopg.abc import Buffer
+
+from abaco_cli.errors import DataError
+
+_SIMPLE: dict[str, pa.DataType] = {
+    "bool": pa.bool_(),
+    "int2": pa.int16(),
+    "int4": pa.int32(),
+    "int8": pa.int64(),
+    "float4": pa.float32(),
+    "float8": pa.float64(),
+    "text": pa.string(),
+    "varchar": pa.string(),
+    "bpchar": pa.string(),
+    "name": pa.string(),
+    "date": pa.date32(),
+    "timestamptz": pa.timestamp("us", tz="UTC"),
+    "timestamp": pa.timestamp("us"),
+}
+
+
+def arrow_type(type_name: str, precision: int | None, scale: int | None, column: str) -> pa.DataType:
+    """The Arrow type of one result column; numeric needs a declared precision and scale."""
+    if type_name == "numeric":
+        if precision is None or scale is None:
+            raise DataError(
+                f"column {column!r} is numeric without precision and scale; "
+                "cast it to numeric(p,s) in the query so that it exports exactly"
+            )
+        if precision > 38:
+            raise DataError(f"column {column!r} is numeric({precision},{scale}); Arrow holds 38 digits")
+        return pa.decimal128(precision, scale)
+    found = _SIMPLE.get(type_name)
+    if found is None:
+        raise DataError(f"column {column!r} has PostgreSQL type {type_name}, which abaco does not map")
+    return found
+
+
+def schema_of(conn: Connection[Any], description: Any) -> pa.Schema:
+    """The Arrow schema of a cursor's description, through the explicit map above."""
+    fields = []
+    for col in description:
+        info = conn.adapters.types.get(col.type_code)
+        type_name = info.name if info is not None else f"oid {col.type_code}"
+        fields.append(pa.field(col.name, arrow_type(type_name, col.precision, col.scale, col.name)))
+    return pa.schema(fields)
+
+
+class InfiniteValue:
+    """Marks a date or timestamp that PostgreSQL holds as +/-infinity (Arrow cannot)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def register_infinity_markers(conn: Connection[Any]) -> None:
+    """Load 'infinity' dates and timestamps as InfiniteValue markers instead of crashing."""
+    from psycopg.types.datetime import (
+        DateBinaryLoader,
+        TimestampBinaryLoader,
+        TimestamptzBinaryLoader,
+    )
+
+    date_inf = {b"\x7f\xff\xff\xff": "infinity", b"\x80\x00\x00\x00": "-infinity"}
+    ts_inf = {
+        b"\x7f\xff\xff\xff\xff\xff\xff\xff": "infinity",
+        b"\x80\x00\x00\x00\x00\x00\x00\x00": "-infinity",
+    }
+
+    def guarded(base: type[Any], markers: dict[bytes, str]) -> type[Any]:
+        class Guarded(base):  # type: ignore[misc,valid-type]
+            def load(self, data: Buffer) -> Any:
+                marker = markers.get(bytes(data))
+                if marker is not None:
+                    return InfiniteValue(marker)
+                return super().load(data)
+
+        return Guarded
+
+    conn.adapters.register_loader("date", guarded(DateBinaryLoader, date_inf))
+    conn.adapters.register_loader("timestamp", guarded(TimestampBinaryLoader, ts_inf))
+    conn.adapters.register_loader("timestamptz", guarded(TimestamptzBinaryLoader, ts_inf))

@@ -1,0 +1,97 @@
+"""One exception hierarchy: each error knows its exit code and a one-line hint for the user."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Exit codes of every command except `healthcheck` (see README, "Exit codes")."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    SOURCE_UNAVAILABLE = 3
+    LOCKED = 4
+    INTERRUPTED = 130
+
+
+class AbacoError(Exception):
+    """Base of every error abaco reports to a user: a message, a hint and an exit code."""
+
+    exit_code: ExitCode = ExitCode.FAILED
+    default_hint: str = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(AbacoError):
+    """Bad input on the command line (a date, a format, a number)."""
+
+    exit_code = ExitCode.USAGE
+    default_hint = "Run the command with --help to see what it accepts."
+
+
+class ConfigurationError(AbacoError):
+    """The effective configuration is invalid (abaco.toml, ABACO_* variables or flags)."""
+
+    exit_code = ExitCode.USAGE
+    default_hint = "Check abaco.toml and ABACO_* variables; `abaco config show` prints the result."
+
+
+class SourceUnavailableError(AbacoError):
+    """The source database cannot be reached (after the bounded retries)."""
+
+    exit_code = ExitCode.SOURCE_UNAVAILABLE
+    default_hint = "Check ABACO_DATABASE_URL (or PGHOST/PGPORT/...) and that the server is up."
+
+
+class SourceQueryError(AbacoError):
+    """The source answered but a query failed permanently (missing table, permission, syntax)."""
+
+    exit_code = ExitCode.FAILED
+    default_hint = "Run `abaco db check` to compare the database with the source contract."
+
+
+class ContractError(AbacoError):
+    """The source database does not satisfy the source contract."""
+
+    exit_code = ExitCode.FAILED
+    default_hint = "Run `abaco db check` for the full list; `abaco db init` creates missing tables."
+
+
+class DataError(AbacoError):
+    """A source value cannot be exported exactly (numeric NaN, infinite date, ...)."""
+
+    exit_code = ExitCode.FAILED
+    default_hint = "Fix the value in the source; abaco never coerces a value silently."
+
+
+class LockedError(AbacoError):
+    """Another run holds the dataset's lock."""
+
+    exit_code = ExitCode.LOCKED
+    default_hint = "Wait for the other run to finish, or raise ABACO_LOCK_TIMEOUT_SECONDS."
+
+
+class WriteError(AbacoError):
+    """An output could not be written; the previous output is left as it was."""
+
+    exit_code = ExitCode.FAILED
+    default_hint = "Check free disk space and permissions of the runtime tree (ABACO_RUNTIME_DIR)."
+
+
+class ServerToolsMissingError(AbacoError):
+    """PostgreSQL's server programs (initdb, pg_ctl) are not installed."""
+
+    exit_code = ExitCode.USAGE
+    default_hint = (
+        "Install them: `sudo apt-get install postgresql` (Debian/Ubuntu) or "
+        "`brew install postgresql@15` (macOS), or put their folder on PATH."
+    )

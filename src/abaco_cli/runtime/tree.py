@@ -1,0 +1,52 @@
+"""The runtime tree: where every export, manifest, pointer and lock lives.
+
+exports/<dataset>/<table>/as_of_date=<D>/<dataset>_<table>_<D>.<format>   Hive-partitioned data
+exports/<dataset>/_manifests/<dataset>_<D>.manifest.json                  one per as-of date
+exports/<dataset>/latest.json                                             newest as-of date
+locks/<dataset>.lock                                                      one writer at a time
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RuntimeTree:
+    root: Path
+
+    @property
+    def exports(self) -> Path:
+        return self.root / "exports"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    def dataset_dir(self, dataset: str) -> Path:
+        return self.exports / dataset
+
+    def partition_dir(self, dataset: str, table: str, as_of: date) -> Path:
+        return self.dataset_dir(dataset) / table / f"as_of_date={as_of.isoformat()}"
+
+    def table_file(self, dataset: str, table: str, as_of: date, file_format: str) -> Path:
+        name = f"{dataset}_{table}_{as_of.isoformat()}.{file_format}"
+        return self.partition_dir(dataset, table, as_of) / name
+
+    def manifests_dir(self, dataset: str) -> Path:
+        return self.dataset_dir(dataset) / "_manifests"
+
+    def manifest_path(self, dataset: str, as_of: date) -> Path:
+        return self.manifests_dir(dataset) / f"{dataset}_{as_of.isoformat()}.manifest.json"
+
+    def latest_path(self, dataset: str) -> Path:
+        return self.dataset_dir(dataset) / "latest.json"
+
+    def lock_path(self, dataset: str) -> Path:
+        return self.locks / f"{dataset}.lock"
+
+    def relative(self, path: Path) -> str:
+        """A path inside the exports folder, as manifests and pointers record it."""
+        return path.relative_to(self.exports).as_posix()

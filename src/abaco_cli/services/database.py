@@ -1,0 +1,91 @@
+"""`db init`, `db seed`, `db check`: the source contract and the synthetic portfolio."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import TypeVar
+
+import psycopg
+
+from abaco_cli.db.classify import classify
+from abaco_cli.db.connect import Connection, connect, secrets_of, source_identity, with_retries
+from abaco_cli.db.contract import ContractProblem, check_contract, init_contract
+from abaco_cli.db.seed import SeedProgress, SeedResult, seed_portfolio
+from abaco_cli.errors import ContractError
+from abaco_cli.settings import Settings
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class InitResult:
+    source: str
+    created: list[str]
+    tables: list[str]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    source: str
+    problems: list[ContractProblem]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _with_connection(settings: Settings, during: str, job: Callable[[Connection], T]) -> T:
+    """Connect (with retries), run ``job``, close; psycopg errors become abaco errors."""
+
+    def attempt() -> T:
+        conn = connect(settings, read_only=False)
+        try:
+            return job(conn)
+        except psycopg.Error as exc:
+            raise classify(exc, secrets=secrets_of(settings), during=during) from None
+        finally:
+            conn.close()
+
+    return with_retries(settings, attempt)
+
+
+def init_database(settings: Settings) -> InitResult:
+    """Create the source contract's schemas, tables and indexes that are missing."""
+    created = _with_connection(settings, "creating the source contract", lambda c: init_contract(c, settings.tables))
+    tables = [str(getattr(settings.tables, role)) for role in settings.tables.roles()]
+    return InitResult(str(source_identity(settings)), created, tables)
+
+
+def check_database(settings: Settings) -> CheckResult:
+    """Compare the database with the source contract."""
+    problems = _with_connection(settings, "checking the source contract", lambda c: check_contract(c, settings.tables))
+    return CheckResult(str(source_identity(settings)), problems)
+
+
+def seed_database(
+    settings: Settings,
+    *,
+    loans: int,
+    seed: int,
+    through: date,
+    replace: bool,
+    progress: SeedProgress | None = None,
+) -> SeedResult:
+    """Write the deterministic synthetic portfolio (the contract must exist)."""
+
+    def job(conn: Connection) -> SeedResult:
+        problems = check_contract(conn, settings.tables)
+        if problems:
+            raise ContractError(
+                f"the source contract is not met ({problems[0]}"
+                + (f" and {len(problems) - 1} more)" if len(problems) > 1 else ")"),
+                hint="Run `abaco db init` first.",
+            )
+        conn.rollback()
+        return seed_portfolio(
+            conn, settings.tables, loans=loans, seed=seed, through=through, replace=replace, progress=progress
+        )
+
+    return _with_connection(settings, "seeding the synthetic portfolio", job)

@@ -1,0 +1,211 @@
+"""Effective configuration: defaults, then abaco.toml, then ABACO_* environment, then flags.
+
+Nested sections use a double underscore in the environment, for example
+``ABACO_DPD__DEFAULT_THRESHOLD_DAYS=90`` or ``ABACO_TABLES__LOANS=lending.loans``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from abaco_cli.errors import ConfigurationError
+
+DEFAULT_CONFIG_FILE = Path("abaco.toml")
+_QUALIFIED_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$")
+
+
+class DpdBucket(BaseModel):
+    """One delinquency bucket: inclusive day bounds, a stable value, a label, a description."""
+
+    value: int = Field(ge=0)
+    label: str
+    min_days: int = Field(ge=0)
+    max_days: int | None = None
+    description: str = ""
+
+
+def _default_buckets() -> list[DpdBucket]:
+    rows = [
+        (0, "Current", 0, 0, "Not past due"),
+        (1, "1-30", 1, 30, "1 to 30 days past due"),
+        (2, "31-60", 31, 60, "31 to 60 days past due"),
+        (3, "61-90", 61, 90, "61 to 90 days past due"),
+        (4, "91-120", 91, 120, "91 to 120 days past due"),
+        (5, "121-180", 121, 180, "121 to 180 days past due"),
+        (6, "180+", 181, None, "More than 180 days past due"),
+    ]
+    return [
+        DpdBucket(value=v, label=lab, min_days=lo, max_days=hi, description=d)
+        for v, lab, lo, hi, d in rows
+    ]
+
+
+class DpdPolicy(BaseModel):
+    """The delinquency policy of DOMAIN.md; every number here is a risk team's choice."""
+
+    tolerance: Decimal = Field(default=Decimal("0.01"), ge=0)
+    write_off_after_days: int = Field(default=180, ge=1)
+    default_threshold_days: int = Field(default=180, ge=1)
+    npl_threshold_days: int = Field(default=90, ge=1)
+    par_thresholds: list[int] = Field(default_factory=lambda: [7, 30, 60, 90])
+    buckets: list[DpdBucket] = Field(default_factory=_default_buckets)
+
+    @field_validator("par_thresholds")
+    @classmethod
+    def _par_positive(cls, value: list[int]) -> list[int]:
+        if not value or any(n < 1 for n in value) or len(set(value)) != len(value):
+            raise ValueError("par_thresholds must be distinct positive day counts")
+        return sorted(value)
+
+    @model_validator(mode="after")
+    def _buckets_cover_every_day(self) -> DpdPolicy:
+        buckets = self.buckets
+        if not buckets:
+            raise ValueError("dpd.buckets must not be empty")
+        expected_min = 0
+        for index, bucket in enumerate(buckets):
+            if bucket.value != index:
+                raise ValueError(f"dpd.buckets[{index}].value must be {index} (0, 1, 2, ... in order)")
+            if bucket.min_days != expected_min:
+                raise ValueError(
+                    f"dpd.buckets[{index}] ({bucket.label}) must start at {expected_min} days: "
+                    "buckets must cover every day count without gaps or overlaps"
+                )
+            last = index == len(buckets) - 1
+            if last and bucket.max_days is not None:
+                raise ValueError("the last dpd bucket must be open-ended (no max_days)")
+            if not last:
+                if bucket.max_days is None or bucket.max_days < bucket.min_days:
+                    raise ValueError(f"dpd.buckets[{index}] ({bucket.label}) needs max_days >= min_days")
+                expected_min = bucket.max_days + 1
+        return self
+
+
+class SourceTables(BaseModel):
+    """Qualified names (schema.table) of the five source tables."""
+
+    customers: str = "core_banking.customers"
+    loans: str = "core_banking.loans"
+    payment_schedule: str = "core_banking.payment_schedule"
+    payments: str = "core_banking.payments"
+    rate_card: str = "commercial.rate_card"
+
+    @field_validator("*")
+    @classmethod
+    def _qualified(cls, value: str) -> str:
+        if not _QUALIFIED_NAME.match(value):
+            raise ValueError(f"{value!r} is not a qualified name like schema.table")
+        return value
+
+    def split(self, role: str) -> tuple[str, str]:
+        """The (schema, table) pair of one role, for example ``split("loans")``."""
+        schema, table = str(getattr(self, role)).split(".", 1)
+        return schema, table
+
+    def roles(self) -> list[str]:
+        return list(type(self).model_fields)
+
+
+class RetryPolicy(BaseModel):
+    """Retries of transient database failures; all attempts together stay well under a minute."""
+
+    attempts: int = Field(default=4, ge=1, le=20)
+    initial_wait_seconds: float = Field(default=0.5, ge=0)
+    max_wait_seconds: float = Field(default=4.0, ge=0)
+    max_total_seconds: float = Field(default=30.0, gt=0)
+
+
+LogFormat = Literal["auto", "plain", "json"]
+
+
+class Settings(BaseSettings):
+    """Everything abaco reads from configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ABACO_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    _config_file: ClassVar[Path | None] = None
+
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="libpq URL or key=value string; unset means libpq's PG* variables and service file",
+    )
+    runtime_dir: Path = Path("abaco_runtime")
+    application_name: str = "abaco"
+    connect_timeout_seconds: int = Field(default=5, ge=1, le=300)
+    statement_timeout_seconds: int = Field(default=900, ge=0)
+    batch_rows: int = Field(default=50_000, ge=100, le=1_000_000)
+    lock_timeout_seconds: float = Field(default=30.0, ge=0)
+    default_formats: list[str] = Field(default_factory=lambda: ["csv", "parquet"])
+    log_format: LogFormat = "auto"
+    tables: SourceTables = Field(default_factory=SourceTables)
+    dpd: DpdPolicy = Field(default_factory=DpdPolicy)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.runtime_dir / "exports"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.runtime_dir / "locks"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._config_file))
+        return tuple(sources)
+
+
+def config_file_path(explicit: Path | None = None) -> Path | None:
+    """The configuration file in effect: --config, else $ABACO_CONFIG, else ./abaco.toml if present."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigurationError(f"configuration file {explicit} does not exist")
+        return explicit
+    from_env = os.environ.get("ABACO_CONFIG")
+    if from_env:
+        path = Path(from_env)
+        if not path.is_file():
+            raise ConfigurationError(f"ABACO_CONFIG points to {path}, which does not exist")
+        return path
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the effective settings; command-line flags arrive as ``overrides``."""
+    path = config_file_path(config_file)
+    Settings._config_file = path
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "configuration"
+        source = f" (from {path})" if path else ""
+        raise ConfigurationError(f"invalid configuration{source}: {where}: {first['msg']}") from None
+    except (OSError, ValueError) as exc:  # an unreadable or malformed TOML file
+        raise ConfigurationError(f"cannot read configuration {path}: {exc}") from None

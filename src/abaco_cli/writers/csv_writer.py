@@ -1,0 +1,47 @@
+"""CSV: RFC 4180 (CRLF, quotes where needed), UTF-8, a header, exact decimals, NULL as empty."""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from abaco_cli.writers.base import BatchWriter, FileContext
+
+
+def _csv_field(field: pa.Field) -> pa.Field:
+    if pa.types.is_timestamp(field.type):
+        return pa.field(field.name, pa.string())
+    return field
+
+
+def _iso_timestamps(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Timestamps as ISO-8601 text with a T and a Z (Arrow's default puts a space)."""
+    arrays = []
+    for column, field in zip(batch.columns, batch.schema, strict=True):
+        if pa.types.is_timestamp(field.type):
+            arrays.append(pc.strftime(column, format="%Y-%m-%dT%H:%M:%S.%fZ"))
+        else:
+            arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+class CsvWriter(BatchWriter):
+    extension = "csv"
+
+    def __init__(self, sink: BinaryIO, schema: pa.Schema, context: FileContext) -> None:
+        super().__init__(sink, schema, context)
+        self._csv_schema = pa.schema([_csv_field(f) for f in schema])
+        self._has_timestamps = self._csv_schema != schema
+        options = pacsv.WriteOptions(include_header=True, eol="\r\n", quoting_style="needed")
+        self._writer = pacsv.CSVWriter(sink, self._csv_schema, write_options=options)
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        if self._has_timestamps:
+            batch = _iso_timestamps(batch, self._csv_schema)
+        self._writer.write_batch(batch)
+
+    def close(self) -> None:
+        self._writer.close()
