@@ -35,7 +35,6 @@ class UsageError(AbacoError):
     """Bad input on the command line (a date, a format, a number)."""
 
     exit_code = ExitCode.USAGE
-    default_hint = "Run the command with --help to see what it accepts."
 
 
 class ConfigurationError(AbacoError):

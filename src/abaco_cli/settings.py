@@ -77,7 +77,9 @@ class DpdPolicy(BaseModel):
         expected_min = 0
         for index, bucket in enumerate(buckets):
             if bucket.value != index:
-                raise ValueError(f"dpd.buckets[{index}].value must be {index} (0, 1, 2, ... in order)")
+                raise ValueError(
+                    f"dpd.buckets[{index}].value must be {index} (0, 1, 2, ... in order)"
+                )
             if bucket.min_days != expected_min:
                 raise ValueError(
                     f"dpd.buckets[{index}] ({bucket.label}) must start at {expected_min} days: "
@@ -88,7 +90,9 @@ class DpdPolicy(BaseModel):
                 raise ValueError("the last dpd bucket must be open-ended (no max_days)")
             if not last:
                 if bucket.max_days is None or bucket.max_days < bucket.min_days:
-                    raise ValueError(f"dpd.buckets[{index}] ({bucket.label}) needs max_days >= min_days")
+                    raise ValueError(
+                        f"dpd.buckets[{index}] ({bucket.label}) needs max_days >= min_days"
+                    )
                 expected_min = bucket.max_days + 1
         return self
 
@@ -144,13 +148,14 @@ class Settings(BaseSettings):
 
     database_url: SecretStr | None = Field(
         default=None,
-        description="libpq URL or key=value string; unset means libpq's PG* variables and service file",
+        description="libpq URL or key=value string; unset: libpq's PG* variables, service file",
     )
     runtime_dir: Path = Path("abaco_runtime")
     application_name: str = "abaco"
     connect_timeout_seconds: int = Field(default=5, ge=1, le=300)
     statement_timeout_seconds: int = Field(default=900, ge=0)
-    batch_rows: int = Field(default=50_000, ge=100, le=1_000_000)
+    batch_rows: int = Field(default=20_000, ge=100, le=1_000_000)
+    work_mem_mb: int = Field(default=64, ge=1, le=4096)
     lock_timeout_seconds: float = Field(default=30.0, ge=0)
     default_formats: list[str] = Field(default_factory=lambda: ["csv", "parquet"])
     log_format: LogFormat = "auto"
@@ -182,7 +187,7 @@ class Settings(BaseSettings):
 
 
 def config_file_path(explicit: Path | None = None) -> Path | None:
-    """The configuration file in effect: --config, else $ABACO_CONFIG, else ./abaco.toml if present."""
+    """The configuration file: --config, else $ABACO_CONFIG, else ./abaco.toml if present."""
     if explicit is not None:
         if not explicit.is_file():
             raise ConfigurationError(f"configuration file {explicit} does not exist")
@@ -206,6 +211,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "configuration"
         source = f" (from {path})" if path else ""
-        raise ConfigurationError(f"invalid configuration{source}: {where}: {first['msg']}") from None
+        raise ConfigurationError(
+            f"invalid configuration{source}: {where}: {first['msg']}"
+        ) from None
     except (OSError, ValueError) as exc:  # an unreadable or malformed TOML file
         raise ConfigurationError(f"cannot read configuration {path}: {exc}") from None

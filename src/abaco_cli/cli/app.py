@@ -38,19 +38,35 @@ def root(
     ctx: typer.Context,
     config_file: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="Configuration file (default: $ABACO_CONFIG, else ./abaco.toml).", show_default=False),
+        typer.Option(
+            "--config",
+            "-c",
+            help="Configuration file (default: $ABACO_CONFIG, else ./abaco.toml).",
+            show_default=False,
+        ),
     ] = None,
     runtime_dir: Annotated[
         Path | None,
-        typer.Option("--runtime-dir", help="Runtime tree (default: $ABACO_RUNTIME_DIR, else ./abaco_runtime).", show_default=False),
+        typer.Option(
+            "--runtime-dir",
+            help="Runtime tree (default: $ABACO_RUNTIME_DIR, else ./abaco_runtime).",
+            show_default=False,
+        ),
     ] = None,
     log_format: Annotated[
         str | None,
-        typer.Option("--log-format", help="Log lines on stderr: plain or json (default: plain).", show_default=False),
+        typer.Option(
+            "--log-format",
+            help="Log lines on stderr: plain or json (default: plain).",
+            show_default=False,
+        ),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     """abaco: exact money, one snapshot per run, nothing ever half-written."""

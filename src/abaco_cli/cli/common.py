@@ -71,7 +71,9 @@ def parse_as_of(text: str | None) -> date:
             raise ValueError
         return date.fromisoformat(text)
     except ValueError:
-        raise UsageError(f"--as-of {text!r} is not a date; use YYYY-MM-DD, e.g. 2025-06-30") from None
+        raise UsageError(
+            f"--as-of {text!r} is not a date; use YYYY-MM-DD, e.g. 2025-06-30"
+        ) from None
 
 
 def human_bytes(size: int) -> str:

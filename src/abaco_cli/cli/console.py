@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -51,7 +52,9 @@ def setup_logging(log_format: str, *, debug: bool = False) -> None:
         handler.setFormatter(_JsonFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S%z")
+            logging.Formatter(
+                "%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S%z"
+            )
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -60,10 +63,9 @@ def setup_logging(log_format: str, *, debug: bool = False) -> None:
 
 
 def error(exc: AbacoError) -> None:
-    """One red line and, on a second line, what to do next."""
-    stderr.print(f"[bold red]abaco: error:[/] {exc.message}", highlight=False, markup=True)
-    if exc.hint:
-        stderr.print(f"[dim]hint: {exc.hint}[/]", highlight=False)
+    """One line on stderr: what went wrong and, after it, what to do next."""
+    hint = f" [dim](hint: {escape(exc.hint)})[/]" if exc.hint else ""
+    stderr.print(f"[bold red]abaco: error:[/] {escape(exc.message)}{hint}", highlight=False)
 
 
 def emit_json(payload: Any) -> None:

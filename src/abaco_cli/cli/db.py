@@ -22,7 +22,9 @@ def init_command(ctx: typer.Context, as_json: AsJson = False) -> None:
     """Create the source contract tables of DOMAIN.md (safe to run again)."""
     result = init_database(state(ctx).settings())
     if as_json:
-        console.emit_json({"source": result.source, "created": result.created, "tables": result.tables})
+        console.emit_json(
+            {"source": result.source, "created": result.created, "tables": result.tables}
+        )
         return
     created = ", ".join(result.created) if result.created else "nothing (already there)"
     console.info(f"source contract ready on {result.source}; created: {created}")
@@ -33,11 +35,15 @@ def init_command(ctx: typer.Context, as_json: AsJson = False) -> None:
 def seed_command(
     ctx: typer.Context,
     loans: Annotated[int, typer.Option("--loans", help="Number of loans to generate.")] = 20_000,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same data.")] = 7,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Random seed: the same seed gives the same data.")
+    ] = 7,
     through: Annotated[
         str, typer.Option("--through", help="Last day of the synthetic history (YYYY-MM-DD).")
     ] = "2025-12-31",
-    replace: Annotated[bool, typer.Option("--replace", help="Empty the five source tables first.")] = False,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Empty the five source tables first.")
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
     """Write a deterministic synthetic factoring portfolio (no personal names)."""
@@ -60,7 +66,9 @@ def seed_command(
                 tasks[stage] = bar.add_task(f"seeding {stage}", total=None, detail="")
             bar.update(tasks[stage], detail=f"{done:,} / {total:,}")  # type: ignore[arg-type]
 
-        result = seed_database(settings, loans=loans, seed=seed, through=last_day, replace=replace, progress=progress)
+        result = seed_database(
+            settings, loans=loans, seed=seed, through=last_day, replace=replace, progress=progress
+        )
     if as_json:
         console.emit_json(
             {
@@ -96,7 +104,10 @@ def check_command(ctx: typer.Context, as_json: AsJson = False) -> None:
             {
                 "source": result.source,
                 "ok": result.ok,
-                "problems": [{"table": p.table, "column": p.column, "problem": p.problem} for p in result.problems],
+                "problems": [
+                    {"table": p.table, "column": p.column, "problem": p.problem}
+                    for p in result.problems
+                ],
             }
         )
     elif result.ok:
@@ -104,7 +115,8 @@ def check_command(ctx: typer.Context, as_json: AsJson = False) -> None:
     else:
         console.stderr.print(
             f"abaco: the source contract is NOT satisfied on {result.source}: "
-            f"{len(result.problems)} problem(s)", highlight=False
+            f"{len(result.problems)} problem(s)",
+            highlight=False,
         )
         console.table(
             f"source contract NOT satisfied on {result.source}",

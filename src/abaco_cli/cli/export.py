@@ -14,19 +14,34 @@ from abaco_cli.datasets import REGISTRY
 from abaco_cli.services.exporting import ExportEvent, ExportResult, export_dataset, plan_export
 from abaco_cli.writers.registry import parse_formats
 
-app = typer.Typer(help="Export datasets into the runtime tree (CSV, Parquet, JSON).", no_args_is_help=True)
+app = typer.Typer(
+    help="Export datasets into the runtime tree (CSV, Parquet, JSON).", no_args_is_help=True
+)
 log = logging.getLogger("abaco.export")
 
 AsOf = Annotated[
     str | None,
-    typer.Option("--as-of", help="End-of-day date the figures describe (YYYY-MM-DD). Default: yesterday (UTC).", show_default=False),
+    typer.Option(
+        "--as-of",
+        help="End-of-day date the figures describe (YYYY-MM-DD). Default: yesterday (UTC).",
+        show_default=False,
+    ),
 ]
 Formats = Annotated[
     str | None,
-    typer.Option("--format", "-f", help="Comma-separated formats: csv, parquet, json. Default: csv,parquet.", show_default=False),
+    typer.Option(
+        "--format",
+        "-f",
+        help="Comma-separated formats: csv, parquet, json. Default: csv,parquet.",
+        show_default=False,
+    ),
 ]
-DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan (queries, target files); write nothing.")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object describing the run on stdout.")]
+DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="Print the plan (queries, target files); write nothing.")
+]
+AsJson = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object describing the run on stdout.")
+]
 
 
 def result_payload(result: ExportResult, exports_root: str) -> dict[str, Any]:
@@ -73,7 +88,14 @@ class _ProgressRenderer:
             self.bar.console.print(f"[yellow]{event.message}[/]")
 
 
-def run_export(ctx: typer.Context, dataset: str, as_of: str | None, formats: str | None, dry_run: bool, as_json: bool) -> None:
+def run_export(
+    ctx: typer.Context,
+    dataset: str,
+    as_of: str | None,
+    formats: str | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
     app_state = state(ctx)
     settings = app_state.settings()
     day = parse_as_of(as_of)
@@ -87,7 +109,10 @@ def run_export(ctx: typer.Context, dataset: str, as_of: str | None, formats: str
                     "as_of_date": day.isoformat(),
                     "dry_run": True,
                     "manifest_path": str(plan.manifest_path),
-                    "files": [{"table": f.table, "format": f.format, "path": str(f.path)} for f in plan.files],
+                    "files": [
+                        {"table": f.table, "format": f.format, "path": str(f.path)}
+                        for f in plan.files
+                    ],
                     "queries": plan.queries,
                 }
             )
@@ -98,12 +123,18 @@ def run_export(ctx: typer.Context, dataset: str, as_of: str | None, formats: str
         console.table(
             f"{plan.dataset} as of {day} (dry run: nothing written)",
             ["table", "format", "target"],
-            [(f.table, f.format, f.path) for f in plan.files] + [("manifest", "json", plan.manifest_path)],
+            [(f.table, f.format, f.path) for f in plan.files]
+            + [("manifest", "json", plan.manifest_path)],
         )
         return
     with console.progress_bar() as bar:
         result = export_dataset(
-            settings, dataset, day, chosen, command=f"export {dataset}", progress=_ProgressRenderer(bar)
+            settings,
+            dataset,
+            day,
+            chosen,
+            command=f"export {dataset}",
+            progress=_ProgressRenderer(bar),
         )
     exports_root = str(settings.exports_dir)
     if as_json:
@@ -112,7 +143,16 @@ def run_export(ctx: typer.Context, dataset: str, as_of: str | None, formats: str
     console.table(
         f"{result.dataset} as of {day}: run {result.run_id}",
         ["file", "format", "rows", "size", "sha256"],
-        [(f"{exports_root}/{f.path}", f.format, f"{f.rows:,}", human_bytes(f.bytes), f.sha256[:12]) for f in result.files],
+        [
+            (
+                f"{exports_root}/{f.path}",
+                f.format,
+                f"{f.rows:,}",
+                human_bytes(f.bytes),
+                f.sha256[:12],
+            )
+            for f in result.files
+        ],
     )
     console.info(f"manifest: {result.manifest_path}")
 
@@ -120,7 +160,13 @@ def run_export(ctx: typer.Context, dataset: str, as_of: str | None, formats: str
 def _register(name: str, help_text: str) -> None:
     @app.command(name, help=help_text)
     @handle_errors
-    def command(ctx: typer.Context, as_of: AsOf = None, formats: Formats = None, dry_run: DryRun = False, as_json: AsJson = False) -> None:
+    def command(
+        ctx: typer.Context,
+        as_of: AsOf = None,
+        formats: Formats = None,
+        dry_run: DryRun = False,
+        as_json: AsJson = False,
+    ) -> None:
         run_export(ctx, name, as_of, formats, dry_run, as_json)
 
 

@@ -32,7 +32,7 @@ class TableSpec:
 
     name: str
     description: str
-    build_query: Callable[[Settings], sql.Composable]
+    build_query: Callable[[Settings], sql.Composed]
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,7 @@ def redacted_dsn(settings: Settings) -> str | None:
     except psycopg.ProgrammingError:
         return "*** (unparseable)"
     if "password" in params:
-        params["password"] = "***"
+        params["password"] = "***"  # noqa: S105 (the redaction mark)
     return make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
 
 
@@ -112,7 +112,9 @@ def connect(settings: Settings, *, read_only: bool = True) -> Connection:
             prepare_threshold=None,  # Supabase's pooler is PgBouncer in transaction mode
         )
     except psycopg.Error as exc:
-        raise classify(exc, secrets=secrets_of(settings), during="connecting to the source") from None
+        raise classify(
+            exc, secrets=secrets_of(settings), during="connecting to the source"
+        ) from None
     if read_only:
         conn.isolation_level = IsolationLevel.REPEATABLE_READ
         conn.read_only = True
@@ -126,6 +128,10 @@ def snapshot(conn: Connection, settings: Settings) -> Iterator[Connection]:
     with conn.transaction():
         # SET LOCAL: confined to this transaction, so it is safe behind a transaction pooler.
         conn.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+        # Exports read whole results: plan for total time, not for the first rows of a cursor.
+        conn.execute("SET LOCAL cursor_tuple_fraction = 1.0")
+        conn.execute(f"SET LOCAL work_mem = '{int(settings.work_mem_mb)}MB'")
+        conn.execute("SET LOCAL jit = off")
         yield conn
 
 
@@ -155,9 +161,7 @@ def with_retries(
     retrying = Retrying(
         retry=retry_if_exception_type(TransientSourceError),
         stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.max_total_seconds),
-        wait=wait_exponential(
-            multiplier=policy.initial_wait_seconds, max=policy.max_wait_seconds
-        ),
+        wait=wait_exponential(multiplier=policy.initial_wait_seconds, max=policy.max_wait_seconds),
         before_sleep=before_sleep,
         reraise=True,
     )

@@ -85,7 +85,7 @@ def contract_ddl(tables: SourceTables) -> sql.Composed:
         schema, table = tables.split(role)
         names[role] = sql.Identifier(schema, table)
         names[f"{role}_schema"] = sql.Identifier(schema)
-    return sql.SQL(text).format(**names)  # type: ignore[arg-type]
+    return sql.SQL(text).format(**names)
 
 
 def init_contract(conn: psycopg.Connection[Any], tables: SourceTables) -> list[str]:
@@ -119,9 +119,13 @@ def check_contract(conn: psycopg.Connection[Any], tables: SourceTables) -> list[
             dtype, scale = actual[column]
             if dtype not in accepted:
                 want = " or ".join(accepted)
-                problems.append(ContractProblem(qualified, column, f"type is {dtype}, expected {want}"))
+                problems.append(
+                    ContractProblem(qualified, column, f"type is {dtype}, expected {want}")
+                )
             elif column in MONEY_COLUMNS[role] and scale != 2:
                 problems.append(
-                    ContractProblem(qualified, column, f"money must be numeric(18,2); scale is {scale}")
+                    ContractProblem(
+                        qualified, column, f"money must be numeric(18,2); scale is {scale}"
+                    )
                 )
     return problems

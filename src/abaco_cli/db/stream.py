@@ -11,16 +11,14 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from abaco_cli.db.typemap import InfiniteValue, schema_of
+from abaco_cli.db.typemap import schema_of
 from abaco_cli.errors import DataError
 
 _cursor_names = itertools.count(1)
 
 
-def _bad_value(values: Sequence[Any]) -> Any:
+def _non_finite(values: Sequence[Any]) -> Decimal | None:
     for value in values:
-        if isinstance(value, InfiniteValue):
-            return value
         if isinstance(value, Decimal) and not value.is_finite():
             return value
     return None
@@ -30,10 +28,10 @@ def _to_array(values: Sequence[Any], field: pa.Field) -> pa.Array:
     try:
         return pa.array(values, type=field.type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
-        bad = _bad_value(values)
+        bad = _non_finite(values)
         if bad is not None:
             raise DataError(
-                f"column {field.name!r} holds {bad!r}, which {field.type} cannot represent exactly"
+                f"column {field.name!r} holds {bad}, which {field.type} cannot represent exactly"
             ) from None
         raise DataError(f"column {field.name!r} cannot be exported as {field.type}: {exc}") from None
 
@@ -45,20 +43,38 @@ def rows_to_batch(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.RecordBa
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
+def _find_infinite_column(
+    conn: psycopg.Connection[Any], query: sql.Composed | sql.SQL, params: Any, schema: pa.Schema
+) -> str | None:
+    """Which date or timestamp column holds +/-infinity (only asked after a load failed)."""
+    for field in schema:
+        if not (pa.types.is_date(field.type) or pa.types.is_timestamp(field.type)):
+            continue
+        probe = sql.SQL("SELECT 1 FROM ({}) AS q WHERE NOT isfinite(q.{}) LIMIT 1").format(
+            query, sql.Identifier(field.name)
+        )
+        if conn.execute(probe, params).fetchone() is not None:
+            return str(field.name)
+    return None
+
+
 class QueryStream:
     """A server-side cursor over one query: its Arrow schema, then batches of at most N rows."""
 
     def __init__(
         self,
         conn: psycopg.Connection[Any],
-        query: sql.Composable,
+        query: sql.Composed | sql.SQL,
         params: dict[str, Any] | None = None,
         *,
-        batch_rows: int = 50_000,
+        batch_rows: int = 20_000,
     ) -> None:
         self._conn = conn
+        self._query = query
+        self._params = params
         self._batch_rows = batch_rows
-        self._cursor = conn.cursor(name=f"abaco_stream_{next(_cursor_names)}", binary=True)
+        # Text results: psycopg's C loaders parse numeric text faster than binary numeric.
+        self._cursor = conn.cursor(name=f"abaco_stream_{next(_cursor_names)}")
         self._cursor.itersize = batch_rows
         self._cursor.execute(query, params)
         if self._cursor.description is None:
@@ -69,7 +85,16 @@ class QueryStream:
         """Yield record batches until the result is exhausted; memory stays bounded."""
         try:
             while True:
-                rows = self._cursor.fetchmany(self._batch_rows)
+                try:
+                    rows = self._cursor.fetchmany(self._batch_rows)
+                except psycopg.DataError as exc:
+                    column = _find_infinite_column(self._conn, self._query, self._params, self.schema)
+                    if column is None:
+                        raise DataError(f"a value could not be loaded: {exc}") from None
+                    raise DataError(
+                        f"column {column!r} holds an infinite date or timestamp, "
+                        "which Arrow cannot represent"
+                    ) from None
                 if not rows:
                     return
                 yield rows_to_batch(rows, self.schema)

@@ -6,7 +6,6 @@ from typing import Any
 
 import pyarrow as pa
 from psycopg import Connection
-from psycopg.abc import Buffer
 
 from abaco_cli.errors import DataError
 
@@ -27,7 +26,9 @@ _SIMPLE: dict[str, pa.DataType] = {
 }
 
 
-def arrow_type(type_name: str, precision: int | None, scale: int | None, column: str) -> pa.DataType:
+def arrow_type(
+    type_name: str, precision: int | None, scale: int | None, column: str
+) -> pa.DataType:
     """The Arrow type of one result column; numeric needs a declared precision and scale."""
     if type_name == "numeric":
         if precision is None or scale is None:
@@ -36,11 +37,15 @@ def arrow_type(type_name: str, precision: int | None, scale: int | None, column:
                 "cast it to numeric(p,s) in the query so that it exports exactly"
             )
         if precision > 38:
-            raise DataError(f"column {column!r} is numeric({precision},{scale}); Arrow holds 38 digits")
+            raise DataError(
+                f"column {column!r} is numeric({precision},{scale}); Arrow holds 38 digits"
+            )
         return pa.decimal128(precision, scale)
     found = _SIMPLE.get(type_name)
     if found is None:
-        raise DataError(f"column {column!r} has PostgreSQL type {type_name}, which abaco does not map")
+        raise DataError(
+            f"column {column!r} has PostgreSQL type {type_name}, which abaco does not map"
+        )
     return found
 
 
@@ -52,42 +57,3 @@ def schema_of(conn: Connection[Any], description: Any) -> pa.Schema:
         type_name = info.name if info is not None else f"oid {col.type_code}"
         fields.append(pa.field(col.name, arrow_type(type_name, col.precision, col.scale, col.name)))
     return pa.schema(fields)
-
-
-class InfiniteValue:
-    """Marks a date or timestamp that PostgreSQL holds as +/-infinity (Arrow cannot)."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
-
-
-def register_infinity_markers(conn: Connection[Any]) -> None:
-    """Load 'infinity' dates and timestamps as InfiniteValue markers instead of crashing."""
-    from psycopg.types.datetime import (
-        DateBinaryLoader,
-        TimestampBinaryLoader,
-        TimestamptzBinaryLoader,
-    )
-
-    date_inf = {b"\x7f\xff\xff\xff": "infinity", b"\x80\x00\x00\x00": "-infinity"}
-    ts_inf = {
-        b"\x7f\xff\xff\xff\xff\xff\xff\xff": "infinity",
-        b"\x80\x00\x00\x00\x00\x00\x00\x00": "-infinity",
-    }
-
-    def guarded(base: type[Any], markers: dict[bytes, str]) -> type[Any]:
-        class Guarded(base):  # type: ignore[misc,valid-type]
-            def load(self, data: Buffer) -> Any:
-                marker = markers.get(bytes(data))
-                if marker is not None:
-                    return InfiniteValue(marker)
-                return super().load(data)
-
-        return Guarded
-
-    conn.adapters.register_loader("date", guarded(DateBinaryLoader, date_inf))
-    conn.adapters.register_loader("timestamp", guarded(TimestampBinaryLoader, ts_inf))
-    conn.adapters.register_loader("timestamptz", guarded(TimestamptzBinaryLoader, ts_inf))

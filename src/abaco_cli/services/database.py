@@ -53,14 +53,18 @@ def _with_connection(settings: Settings, during: str, job: Callable[[Connection]
 
 def init_database(settings: Settings) -> InitResult:
     """Create the source contract's schemas, tables and indexes that are missing."""
-    created = _with_connection(settings, "creating the source contract", lambda c: init_contract(c, settings.tables))
+    created = _with_connection(
+        settings, "creating the source contract", lambda c: init_contract(c, settings.tables)
+    )
     tables = [str(getattr(settings.tables, role)) for role in settings.tables.roles()]
     return InitResult(str(source_identity(settings)), created, tables)
 
 
 def check_database(settings: Settings) -> CheckResult:
     """Compare the database with the source contract."""
-    problems = _with_connection(settings, "checking the source contract", lambda c: check_contract(c, settings.tables))
+    problems = _with_connection(
+        settings, "checking the source contract", lambda c: check_contract(c, settings.tables)
+    )
     return CheckResult(str(source_identity(settings)), problems)
 
 
@@ -85,7 +89,13 @@ def seed_database(
             )
         conn.rollback()
         return seed_portfolio(
-            conn, settings.tables, loans=loans, seed=seed, through=through, replace=replace, progress=progress
+            conn,
+            settings.tables,
+            loans=loans,
+            seed=seed,
+            through=through,
+            replace=replace,
+            progress=progress,
         )
 
     return _with_connection(settings, "seeding the synthetic portfolio", job)

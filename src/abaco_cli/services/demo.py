@@ -54,7 +54,9 @@ def run_demo(
         for name in REGISTRY:
             say(f"exporting {name} as of {as_of} (abaco export {name} --as-of {as_of})")
             result.exports.append(
-                export_dataset(local, name, as_of, local.default_formats, command="demo", progress=progress)
+                export_dataset(
+                    local, name, as_of, local.default_formats, command="demo", progress=progress
+                )
             )
         return result
     finally:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import psycopg
-from psycopg import sql
 
 from abaco_cli import __version__
 from abaco_cli.datasets import get_dataset
@@ -26,7 +25,6 @@ from abaco_cli.db.connect import (
     with_retries,
 )
 from abaco_cli.db.stream import QueryStream
-from abaco_cli.db.typemap import register_infinity_markers
 from abaco_cli.errors import WriteError
 from abaco_cli.runtime.atomic import (
     fsync_path,
@@ -109,7 +107,9 @@ def plan_export(settings: Settings, dataset: str, as_of: date, formats: list[str
         for fmt in formats
     ]
     queries = {t.name: t.build_query(settings).as_string(None) for t in spec.tables}
-    return ExportPlan(spec.name, as_of, formats, files, tree.manifest_path(spec.name, as_of), queries)
+    return ExportPlan(
+        spec.name, as_of, formats, files, tree.manifest_path(spec.name, as_of), queries
+    )
 
 
 def _notify(progress: ProgressCallback | None, event: ExportEvent) -> None:
@@ -128,7 +128,7 @@ def _stage_table(
     progress: ProgressCallback | None,
 ) -> None:
     """Stream one table's query into a temporary file per format."""
-    query: sql.Composable = spec.table(table).build_query(settings)
+    query = spec.table(table).build_query(settings)
     stream = QueryStream(conn, query, params, batch_rows=settings.batch_rows)
     columns = [{"name": f.name, "type": str(f.type)} for f in stream.schema]
     _notify(progress, ExportEvent("table", f"exporting {spec.name}/{table}", table=table))
@@ -165,12 +165,13 @@ def _stage_all(
     secrets = secrets_of(settings)
     conn = connect(settings)
     try:
-        register_infinity_markers(conn)
         params = spec.build_params(settings, as_of)
         with snapshot(conn, settings):
             for table in spec.tables:
                 table_context = replace(context, table=table.name)
-                _stage_table(conn, settings, spec, table.name, params, staged, table_context, progress)
+                _stage_table(
+                    conn, settings, spec, table.name, params, staged, table_context, progress
+                )
     except psycopg.Error as exc:
         raise classify(exc, secrets=secrets, during=f"exporting {spec.name}") from None
     finally:
@@ -228,7 +229,8 @@ def export_dataset(
                 settings,
                 attempt,
                 on_retry=lambda n, exc, wait: _notify(
-                    progress, ExportEvent("retry", f"attempt {n} failed ({exc}); retrying in {wait:.1f}s")
+                    progress,
+                    ExportEvent("retry", f"attempt {n} failed ({exc}); retrying in {wait:.1f}s"),
                 ),
             )
         except OSError as exc:

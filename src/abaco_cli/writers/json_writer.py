@@ -53,7 +53,9 @@ def dumps_strict(payload: Any, *, indent: int | None = 2) -> str:
         if isinstance(node, dict):
             if not node:
                 return "{}"
-            items = [f"{inner}{json.dumps(str(k))}{sep}{render(v, depth + 1)}" for k, v in node.items()]
+            items = [
+                f"{inner}{json.dumps(str(k))}{sep}{render(v, depth + 1)}" for k, v in node.items()
+            ]
             return "{" + pad + ("," + pad).join(items) + pad + outer + "}"
         if isinstance(node, list | tuple):
             if not node:

@@ -8,7 +8,11 @@ from abaco_cli.writers.csv_writer import CsvWriter
 from abaco_cli.writers.json_writer import JsonWriter
 from abaco_cli.writers.parquet_writer import ParquetWriter
 
-WRITERS: dict[str, type[BatchWriter]] = {"csv": CsvWriter, "parquet": ParquetWriter, "json": JsonWriter}
+WRITERS: dict[str, type[BatchWriter]] = {
+    "csv": CsvWriter,
+    "parquet": ParquetWriter,
+    "json": JsonWriter,
+}
 
 
 def parse_formats(text: str | list[str]) -> list[str]:

@@ -24,7 +24,7 @@ AGING_COLUMNS = (
 
 def delinquency_query(settings: Settings) -> sql.Composed:
     """The loan-level delinquency SELECT; parameters come from ``delinquency_params``."""
-    return sql.SQL(load_sql(__name__, "delinquency.sql")).format(**source_names(settings))  # type: ignore[arg-type]
+    return sql.SQL(load_sql(__name__, "delinquency.sql")).format(**source_names(settings))
 
 
 def delinquency_params(settings: Settings, as_of: date) -> Params:
@@ -38,14 +38,15 @@ def delinquency_params(settings: Settings, as_of: date) -> Params:
         "bucket_values": [b.value for b in policy.buckets],
         "bucket_labels": [b.label for b in policy.buckets],
         "bucket_descriptions": [b.description for b in policy.buckets],
-        "bucket_min_days": [b.min_days for b in policy.buckets],
-        "bucket_max_days": [b.max_days for b in policy.buckets],
+        "bucket_thresholds": [b.min_days for b in policy.buckets[1:]],
     }
 
 
-def _wrap(file_name: str) -> Callable[[Settings], sql.Composable]:
-    def build(settings: Settings) -> sql.Composable:
-        return sql.SQL(load_sql(__name__, file_name)).format(delinquency=delinquency_query(settings))
+def _wrap(file_name: str) -> Callable[[Settings], sql.Composed]:
+    def build(settings: Settings) -> sql.Composed:
+        return sql.SQL(load_sql(__name__, file_name)).format(
+            delinquency=delinquency_query(settings)
+        )
 
     return build
 
@@ -55,8 +56,12 @@ DPD = DatasetSpec(
     description="Loan-level delinquency (days past due, buckets, default, write-off) and aging",
     refresh="hourly",
     tables=(
-        TableSpec("loans", "one row per loan disbursed on or before the as-of date", _wrap("loans.sql")),
-        TableSpec("aging", "per bucket: active loans, customers, outstanding, share", _wrap("aging.sql")),
+        TableSpec(
+            "loans", "one row per loan disbursed on or before the as-of date", _wrap("loans.sql")
+        ),
+        TableSpec(
+            "aging", "per bucket: active loans, customers, outstanding, share", _wrap("aging.sql")
+        ),
     ),
     build_params=delinquency_params,
 )

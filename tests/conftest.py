@@ -1,0 +1,137 @@
+"""Suite-wide fixtures: a real PostgreSQL (our own throwaway server unless
+ABACO_TEST_DATABASE_URL names one), a fresh database per test, settings and a CLI runner."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pydantic import SecretStr
+from typer.testing import CliRunner
+
+from abaco_cli.cli.app import app
+from abaco_cli.db.contract import init_contract
+from abaco_cli.pgcluster import LocalCluster
+from abaco_cli.settings import Settings, SourceTables
+
+TEMPLATE = "abaco_test_template"
+_counter = itertools.count(1)
+
+
+class Server:
+    """Where the test databases live: hands out DSNs per database name."""
+
+    def __init__(self, base_dsn: str) -> None:
+        self.base = conninfo_to_dict(base_dsn)
+
+    def dsn_for(self, dbname: str) -> str:
+        params: dict[str, Any] = {**self.base, "dbname": dbname}
+        return make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
+
+    def admin(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(
+            self.dsn_for(str(self.base.get("dbname") or "postgres")), autocommit=True
+        )
+
+    def create_database(self, name: str, template: str | None = None) -> str:
+        with self.admin() as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+            if template:
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                        sql.Identifier(name), sql.Identifier(template)
+                    )
+                )
+            else:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.dsn_for(name)
+
+    def drop_database(self, name: str) -> None:
+        with self.admin() as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Server]:
+    external = os.environ.get("ABACO_TEST_DATABASE_URL")
+    if external:
+        yield Server(external)
+        return
+    with LocalCluster(database="postgres_admin") as cluster:
+        yield Server(cluster.dsn)
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: Server) -> str:
+    dsn = pg_server.create_database(TEMPLATE)
+    with psycopg.connect(dsn) as conn:
+        init_contract(conn, SourceTables())
+    return TEMPLATE
+
+
+@pytest.fixture
+def db_conninfo(pg_server: Server, template_db: str) -> Iterator[str]:
+    """A fresh database that already has the source contract (default table names)."""
+    name = f"abaco_test_{os.getpid()}_{next(_counter)}"
+    dsn = pg_server.create_database(name, template=template_db)
+    yield dsn
+    pg_server.drop_database(name)
+
+
+@pytest.fixture
+def empty_db_conninfo(pg_server: Server) -> Iterator[str]:
+    """A fresh database with nothing in it."""
+    name = f"abaco_empty_{os.getpid()}_{next(_counter)}"
+    dsn = pg_server.create_database(name)
+    yield dsn
+    pg_server.drop_database(name)
+
+
+@pytest.fixture
+def runtime_dir(tmp_path: Path) -> Path:
+    return tmp_path / "abaco_runtime"
+
+
+@pytest.fixture
+def settings(db_conninfo: str, runtime_dir: Path) -> Settings:
+    return Settings(database_url=SecretStr(db_conninfo), runtime_dir=runtime_dir)
+
+
+@pytest.fixture
+def cli_env(
+    db_conninfo: str, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> dict[str, str]:
+    """Environment for CLI runs: the test database, the test runtime tree, no stray config."""
+    for key in list(os.environ):
+        if key.startswith("ABACO_") and key != "ABACO_TEST_DATABASE_URL":
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    env = {
+        "ABACO_DATABASE_URL": db_conninfo,
+        "ABACO_RUNTIME_DIR": str(runtime_dir),
+        "ABACO_LOCK_TIMEOUT_SECONDS": "2",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def cli(cli_env: dict[str, str]) -> CliRunner:
+    return CliRunner()
+
+
+def invoke(runner: CliRunner, *args: str) -> Any:
+    """Run the real app in-process; stdout and stderr are kept apart."""
+    return runner.invoke(app, list(args), catch_exceptions=False)
