@@ -784,3 +784,28 @@ def test_money_is_exact_decimal(db_conninfo: str, settings: Settings) -> None:
     assert row["outstanding"] == dec("1234.49")  # 1234.56 - 0.07, no float rounding
     assert str(row["outstanding"]) == "1234.49"
     assert row["past_due_amount"] == dec("1234.49")
+
+
+def test_single_bucket_policy(db_conninfo: str, settings: Settings) -> None:
+    # The smallest valid policy: one open-ended bucket from 0 days; every loan lands in it.
+    buckets = [DpdBucket(value=0, label="All", min_days=0, max_days=None, description="all")]
+    custom = settings.model_copy(update={"dpd": DpdPolicy(buckets=buckets)})
+    with Portfolio(db_conninfo) as book:
+        book.loan("DPD000", disbursed=EARLY, principal="100.00", schedule=[(FUTURE, "100.00")])
+        book.loan(
+            "DPD045", disbursed=EARLY, principal="300.00", schedule=[(date(2024, 5, 16), "300.00")]
+        )
+    export = export_dpd(custom)
+
+    assert {
+        k: (r["days_past_due"], r["dpd_bucket_value"], r["dpd_bucket"])
+        for k, r in export.loans.items()
+    } == {
+        "DPD000": (0, 0, "All"),
+        "DPD045": (45, 0, "All"),  # due 05-16: 06-30 - 05-16 = 45
+    }
+    # one aging row: 2 loans, 100.00 + 300.00 = 400.00, share 1.0
+    [row] = export.aging
+    assert (row["dpd_bucket"], row["loans"], row["outstanding"]) == ("All", 2, dec("400.00"))
+    assert row["past_due_amount"] == dec("300.00")
+    assert row["share_of_outstanding"] == pytest.approx(1.0)

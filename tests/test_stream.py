@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -17,10 +18,18 @@ from abaco_cli.db.stream import QueryStream
 from abaco_cli.errors import DataError
 
 
+@pytest.fixture(scope="module")
+def stream_db(pg_server: Any) -> Iterator[str]:
+    """One database for the whole module: these queries read no tables and change nothing."""
+    name = f"abaco_stream_{os.getpid()}"
+    yield pg_server.create_database(name)
+    pg_server.drop_database(name)
+
+
 @pytest.fixture
-def conn(db_conninfo: str) -> Iterator[psycopg.Connection[Any]]:
-    """A connection prepared the way services/exporting.py prepares its own."""
-    with psycopg.connect(db_conninfo) as connection:
+def conn(stream_db: str) -> Iterator[psycopg.Connection[Any]]:
+    """A fresh connection, prepared the way services/exporting.py prepares its own."""
+    with psycopg.connect(stream_db) as connection:
         # older versions of the stream needed loaders that mark +/-infinity dates
         register = getattr(typemap, "register_infinity_markers", None)
         if register is not None:

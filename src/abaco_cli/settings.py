@@ -10,7 +10,7 @@ import os
 import re
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -131,9 +131,6 @@ class RetryPolicy(BaseModel):
     max_total_seconds: float = Field(default=30.0, gt=0)
 
 
-LogFormat = Literal["auto", "plain", "json"]
-
-
 class Settings(BaseSettings):
     """Everything abaco reads from configuration."""
 
@@ -158,7 +155,6 @@ class Settings(BaseSettings):
     work_mem_mb: int = Field(default=64, ge=1, le=4096)
     lock_timeout_seconds: float = Field(default=30.0, ge=0)
     default_formats: list[str] = Field(default_factory=lambda: ["csv", "parquet"])
-    log_format: LogFormat = "auto"
     tables: SourceTables = Field(default_factory=SourceTables)
     dpd: DpdPolicy = Field(default_factory=DpdPolicy)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)

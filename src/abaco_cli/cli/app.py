@@ -11,7 +11,7 @@ import typer
 from abaco_cli import __version__
 from abaco_cli.cli import config, db, demo, export
 from abaco_cli.cli.common import AppState
-from abaco_cli.cli.console import interactive, setup_logging
+from abaco_cli.cli.console import setup_logging
 
 app = typer.Typer(
     name="abaco",
@@ -77,11 +77,9 @@ def root(
     if log_format is not None:
         if log_format not in ("plain", "json"):
             raise typer.BadParameter("choose plain or json", param_hint="--log-format")
-        overrides["log_format"] = log_format
     ctx.obj = AppState(config_file=config_file, overrides=overrides, debug=debug)
     chosen = log_format or os.environ.get("ABACO_LOG_FORMAT", "plain")
     setup_logging("json" if chosen == "json" else "plain", debug=debug)
-    _ = interactive
 
 
 def main() -> None:

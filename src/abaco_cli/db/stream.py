@@ -33,7 +33,9 @@ def _to_array(values: Sequence[Any], field: pa.Field) -> pa.Array:
             raise DataError(
                 f"column {field.name!r} holds {bad}, which {field.type} cannot represent exactly"
             ) from None
-        raise DataError(f"column {field.name!r} cannot be exported as {field.type}: {exc}") from None
+        raise DataError(
+            f"column {field.name!r} cannot be exported as {field.type}: {exc}"
+        ) from None
 
 
 def rows_to_batch(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.RecordBatch:
@@ -88,7 +90,9 @@ class QueryStream:
                 try:
                     rows = self._cursor.fetchmany(self._batch_rows)
                 except psycopg.DataError as exc:
-                    column = _find_infinite_column(self._conn, self._query, self._params, self.schema)
+                    column = _find_infinite_column(
+                        self._conn, self._query, self._params, self.schema
+                    )
                     if column is None:
                         raise DataError(f"a value could not be loaded: {exc}") from None
                     raise DataError(
