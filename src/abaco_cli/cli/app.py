@@ -74,9 +74,8 @@ def root(
     overrides: dict[str, object] = {}
     if runtime_dir is not None:
         overrides["runtime_dir"] = runtime_dir
-    if log_format is not None:
-        if log_format not in ("plain", "json"):
-            raise typer.BadParameter("choose plain or json", param_hint="--log-format")
+    if log_format is not None and log_format not in ("plain", "json"):
+        raise typer.BadParameter("choose plain or json", param_hint="--log-format")
     ctx.obj = AppState(config_file=config_file, overrides=overrides, debug=debug)
     chosen = log_format or os.environ.get("ABACO_LOG_FORMAT", "plain")
     setup_logging("json" if chosen == "json" else "plain", debug=debug)
