@@ -62,6 +62,15 @@ class Server:
             )
 
 
+@pytest.fixture(autouse=True)
+def _restore_umask() -> Iterator[None]:
+    """The CLI sets umask 027 for its process; keep in-process CLI runs from leaking it."""
+    previous = os.umask(0o022)
+    os.umask(previous)
+    yield
+    os.umask(previous)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[Server]:
     external = os.environ.get("ABACO_TEST_DATABASE_URL")

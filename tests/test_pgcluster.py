@@ -159,6 +159,7 @@ def test_initdb_failure_is_reported_and_cleaned_up(
 ) -> None:
     bindir = shared_tmp / "bin"
     bindir.mkdir()
+    bindir.chmod(0o755)  # the server's user must reach the fake programs whatever the umask
     for name in ("initdb", "pg_ctl", "postgres"):
         (bindir / name).write_text("#!/bin/sh\necho 'initdb: boom' >&2\nexit 1\n")
         (bindir / name).chmod(0o755)

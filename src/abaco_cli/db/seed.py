@@ -68,6 +68,7 @@ TICKET_FEE = (4_000, 2_000, 0, -1_000, -2_000)
 OVERRIDES = (("A", 31, 45, 500_000, 999_999, 210_000, 12_000),
              ("C", 10, 30, 100_000, 249_999, 360_000, 18_000),
              ("E", 91, 120, 2_500_000, 4_999_999, 450_000, 22_000))  # fmt: skip
+BAND_OVERRIDES = tuple(tuple(o[1:] for o in OVERRIDES if o[0] == band) for band in BANDS)
 # Repayment behaviour per band, cumulative: on time, early, late, partial, cured, else never.
 ON_TIME, EARLY, LATE, PARTIAL, CURED, DEFAULT = range(6)
 OUTCOMES = ((0.58, 0.80, 0.94, 0.97, 0.99), (0.54, 0.73, 0.91, 0.95, 0.98),
@@ -90,6 +91,8 @@ PLACES = (("San Salvador", "San Salvador"), ("Soyapango", "San Salvador"),
           ("La Union", "La Union"))  # fmt: skip
 DPD_BOUNDS = (0, 1, 31, 61, 91, 121, 181)  # lower bounds of the default delinquency buckets
 OTHER_COMPANY = {"ABT": "ABF", "ABF": "ABT"}
+TWO_DIGITS = tuple(f"{n:02d}" for n in range(100))
+CLOCKS = tuple(f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}+00" for s in range(86_400))
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,8 @@ def _half_up(numerator: int, denominator: int) -> int:
 
 
 def _money(cents: int) -> str:
-    return f"{cents // 100}.{cents % 100:02d}"
+    units, rest = divmod(cents, 100)
+    return f"{units}.{TWO_DIGITS[rest]}"
 
 
 def _rate(millionths: int) -> str:
@@ -128,8 +132,8 @@ def _cell_price(card: int, band: int, tenor: int, ticket: int) -> tuple[int, int
 
 def _price(card: int, band: int, term: int, principal: int) -> tuple[int, int]:
     """Card APR and fee rate (millionths) of the narrowest cell matching a loan."""
-    for o_band, t_min, t_max, k_min, k_max, apr, fee in OVERRIDES:
-        if o_band == BANDS[band] and t_min <= term <= t_max and k_min <= principal <= k_max:
+    for t_min, t_max, k_min, k_max, apr, fee in BAND_OVERRIDES[band]:
+        if t_min <= term <= t_max and k_min <= principal <= k_max:
             return apr + CARD_APR[card], fee
     tenor = 0 if term <= 30 else 1 if term <= 60 else 2 if term <= 90 else 3
     return _cell_price(card, band, tenor, bisect_right(TICKET_STARTS, principal) - 1)
@@ -157,9 +161,7 @@ class _Calendar:
 
     def stamp(self, day: int, key: int) -> str:
         """A deterministic UTC timestamp in business hours of `day`."""
-        seconds = 28_800 + (key * 7_919) % 36_000
-        clock = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-        return f"{self.iso[day - self.base]} {clock}+00"
+        return f"{self.iso[day - self.base]} {CLOCKS[28_800 + (key * 7_919) % 36_000]}"
 
 
 class _Portfolio:
@@ -329,6 +331,8 @@ class _Portfolio:
     def _cover_buckets(self, due: int, principal: int, events: list[Event]) -> list[Event]:
         """Leave a bullet loan unpaid when a bucket at a checkpoint would otherwise stay empty."""
         keys = [(d, bisect_right(DPD_BOUNDS, d - due) - 1) for d in self.cal.checkpoints if due < d]
+        if not any(k in self.uncovered for k in keys):
+            return events
         unpaid = [k for k in keys if sum(e[1] for e in events if e[0] <= k[0]) < principal - 1]
         closing = [k for k in keys if k in self.uncovered and k[0] - due - DPD_BOUNDS[k[1]] < 7]
         if closing and not any(k in unpaid for k in closing):
@@ -360,6 +364,8 @@ class _Portfolio:
 def _schedule(disb: int, term: int, parts: int, principal: int, apr: int) -> list[Installment]:
     """Equal installments (the last takes the rounding); interest = principal * apr * days / 360."""
     interest = _half_up(principal * apr * term, 360_000_000)
+    if parts == 1:
+        return [(disb + term, principal, interest)]
     rows = [
         (disb + round(term * n / parts), principal // parts, interest // parts)
         for n in range(1, parts)

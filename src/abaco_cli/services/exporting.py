@@ -138,7 +138,9 @@ def _stage_table(
         for item in mine:
             item.temp.parent.mkdir(parents=True, exist_ok=True)
             sink = stack.enter_context(open_sink(item.temp))
-            writers.append((item, WRITERS[item.planned.format](sink, stream.schema, context)))
+            writer = WRITERS[item.planned.format](sink, stream.schema, context)
+            stack.callback(writer.abort)  # runs before the sink closes, on success a no-op
+            writers.append((item, writer))
         rows = 0
         for batch in stream.batches():
             for _, writer in writers:
@@ -271,10 +273,18 @@ def export_dataset(
 
 
 def _publish(tree: RuntimeTree, staged: list[_Staged]) -> list[FileRecord]:
-    """Checksum every staged file, then rename each into place."""
+    """Checksum every staged file, then rename each into place.
+
+    The files a run replaces are kept as hard links until every rename has succeeded, so that
+    a failure half-way puts the previous files back: the set stays the previous run's.
+    """
     records: list[FileRecord] = []
+    backups: list[tuple[Path, Path]] = []
+    published: list[Path] = []
+    current = staged[0].planned.path if staged else Path()
     try:
         for item in staged:
+            current = item.planned.path
             fsync_path(item.temp)
             records.append(
                 FileRecord(
@@ -288,8 +298,32 @@ def _publish(tree: RuntimeTree, staged: list[_Staged]) -> list[FileRecord]:
                 )
             )
         for item in staged:
+            current = item.planned.path
+            if item.planned.path.exists():
+                backup = item.temp.with_name(item.temp.name + ".previous")
+                os.link(item.planned.path, backup)
+                backups.append((backup, item.planned.path))
             publish(item.temp, item.planned.path)
-    except OSError as exc:
+            published.append(item.planned.path)
+    except BaseException as exc:
+        _roll_back(published, backups)
         _discard(staged)
-        raise WriteError(f"could not publish {item.planned.path}: {exc}") from None
+        if isinstance(exc, OSError):
+            raise WriteError(f"could not publish {current}: {exc}") from None
+        raise
+    for backup, _ in backups:
+        backup.unlink(missing_ok=True)
     return records
+
+
+def _roll_back(published: list[Path], backups: list[tuple[Path, Path]]) -> None:
+    """Put back the previous files of a half-published run; remove files it added anew."""
+    restored = {target for _, target in backups}
+    for backup, target in backups:
+        if target in published:
+            os.replace(backup, target)
+        else:
+            backup.unlink(missing_ok=True)
+    for target in published:
+        if target not in restored:
+            target.unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ class BatchWriter(ABC):
         self.schema = schema
         self.context = context
         self.rows = 0
+        self.closed = False
 
     def write(self, batch: pa.RecordBatch) -> None:
         self.rows += batch.num_rows
@@ -52,9 +54,19 @@ class BatchWriter(ABC):
     @abstractmethod
     def write_batch(self, batch: pa.RecordBatch) -> None: ...
 
-    @abstractmethod
     def close(self) -> None:
-        """Finish the file (footer, closing brackets); the sink itself stays open."""
+        """Finish the file (footer, closing brackets) once; the sink itself stays open."""
+        if not self.closed:
+            self.closed = True
+            self.finish()
+
+    @abstractmethod
+    def finish(self) -> None: ...
+
+    def abort(self) -> None:
+        """Release the writer after a failure; the half-written file is discarded anyway."""
+        with contextlib.suppress(Exception):
+            self.close()
 
 
 def open_sink(path: Path) -> BinaryIO:

@@ -95,5 +95,5 @@ class JsonWriter(BatchWriter):
             self._first = False
         self.sink.write("".join(parts).encode())
 
-    def close(self) -> None:
+    def finish(self) -> None:
         self.sink.write(b"\n]}\n")

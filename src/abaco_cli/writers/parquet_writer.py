@@ -21,5 +21,5 @@ class ParquetWriter(BatchWriter):
     def write_batch(self, batch: pa.RecordBatch) -> None:
         self._writer.write_batch(batch)
 
-    def close(self) -> None:
+    def finish(self) -> None:
         self._writer.close()
