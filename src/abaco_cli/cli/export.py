@@ -77,7 +77,9 @@ class _ProgressRenderer:
 
     def __call__(self, event: ExportEvent) -> None:
         if self.bar is None:
-            if event.kind != "rows":
+            if event.kind == "date" and event.total > 1 and event.done < event.total:
+                log.info("backfill %d/%d: %s", event.done + 1, event.total, event.message)
+            elif event.kind not in ("rows", "date"):
                 log.info(event.message)
             return
         if event.kind == "table":

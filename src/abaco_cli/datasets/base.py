@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from importlib.resources import files
 from typing import Any
 
+import pyarrow as pa
 from psycopg import sql
 
 from abaco_cli.settings import Settings
@@ -28,11 +29,47 @@ def source_names(settings: Settings) -> dict[str, sql.Composable]:
 
 @dataclass(frozen=True)
 class TableSpec:
-    """One output table of a dataset: a name (snake_case, stable) and how to build its query."""
+    """One output table of a dataset: a name (snake_case, stable) and how to build its query.
+
+    ``collect`` keeps the table in memory as well (only for small tables) so that the dataset's
+    ``derive`` hook can build further files from it, such as the dashboard's KPI JSON.
+    """
 
     name: str
     description: str
     build_query: Callable[[Settings], sql.Composed]
+    collect: bool = False
+
+
+@dataclass(frozen=True)
+class DerivedFile:
+    """A file built from collected tables, e.g. ``kpi/json/kpi_2025-12-31.json``.
+
+    ``path`` is relative to the exports folder; ``latest_path``, when given, is a stable path
+    rewritten with the same content whenever this as-of date is the dataset's newest.
+    """
+
+    path: str
+    table: str
+    format: str
+    content: bytes
+    rows: int
+    latest_path: str | None = None
+
+
+@dataclass(frozen=True)
+class DeriveContext:
+    """What a derive hook knows about the run."""
+
+    settings: Settings
+    as_of: date
+    run_id: str
+    generated_at: str
+    tool_version: str
+    tables: Mapping[str, pa.Table]
+
+
+Derive = Callable[[DeriveContext], list[DerivedFile]]
 
 
 @dataclass(frozen=True)
@@ -45,7 +82,7 @@ class DatasetSpec:
     tables: tuple[TableSpec, ...]
     build_params: Callable[[Settings, date], Params]
     schema_version: int = 1
-    metadata: Mapping[str, str] = field(default_factory=dict)
+    derive: Derive | None = None
 
     def table(self, name: str) -> TableSpec:
         for spec in self.tables:

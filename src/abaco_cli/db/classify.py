@@ -40,7 +40,8 @@ def _first_line(exc: BaseException) -> str:
 def classify(exc: psycopg.Error, *, secrets: list[str], during: str) -> AbacoError:
     """Translate a psycopg error into abaco's hierarchy: transient, unavailable or query error."""
     sqlstate = getattr(exc, "sqlstate", None) or ""
-    message = scrub(_first_line(exc), secrets)
+    primary = exc.diag.message_primary if sqlstate else None
+    message = scrub(primary or _first_line(exc), secrets)
     if sqlstate in AUTH_SQLSTATES or "authentication failed" in message:
         return SourceUnavailableError(
             f"{during}: the database refused the credentials: {message}",

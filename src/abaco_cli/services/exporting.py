@@ -1,20 +1,28 @@
-"""Export one dataset for one as-of date: snapshot, stream, write, publish, manifest."""
+"""Export datasets for as-of dates: one snapshot per date, stream, write, publish, manifest.
+
+The path of a run: lock every dataset -> connect -> per as-of date, one read-only REPEATABLE
+READ transaction in which every table of every dataset is streamed into temporary files beside
+their targets -> fsync -> rename all into place (rolled back together on failure) -> one
+manifest per dataset -> latest pointers. Nothing is published unless every dataset of the date
+succeeded.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import psycopg
+import pyarrow as pa
 
 from abaco_cli import __version__
 from abaco_cli.datasets import get_dataset
-from abaco_cli.datasets.base import DatasetSpec
+from abaco_cli.datasets.base import DatasetSpec, DeriveContext, Params
 from abaco_cli.db.classify import classify
 from abaco_cli.db.connect import (
     Connection,
@@ -42,7 +50,7 @@ from abaco_cli.writers.base import BatchWriter, FileContext, open_sink
 from abaco_cli.writers.manifest import FileRecord, Manifest, previous_files, update_latest
 from abaco_cli.writers.registry import WRITERS
 
-EventKind = Literal["waiting", "retry", "table", "rows", "published"]
+EventKind = Literal["waiting", "retry", "date", "table", "rows", "published"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,8 @@ class ExportEvent:
     message: str
     table: str = ""
     rows: int = 0
+    done: int = 0
+    total: int = 0
 
 
 ProgressCallback = Callable[[ExportEvent], None]
@@ -91,10 +101,20 @@ class ExportResult:
 
 @dataclass
 class _Staged:
+    """A file written under its temporary name, waiting to be published."""
+
+    dataset: str
     planned: PlannedFile
     temp: Path
     rows: int = 0
     columns: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _DatasetRun:
+    spec: DatasetSpec
+    staged: list[_Staged]
+    latest_aliases: list[tuple[Path, bytes]] = field(default_factory=list)
 
 
 def plan_export(settings: Settings, dataset: str, as_of: date, formats: list[str]) -> ExportPlan:
@@ -117,34 +137,57 @@ def _notify(progress: ProgressCallback | None, event: ExportEvent) -> None:
         progress(event)
 
 
+class _Source:
+    """One connection reused across dates; dropped after a failure so a retry reconnects."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.conn: Connection | None = None
+
+    def get(self) -> Connection:
+        if self.conn is None or self.conn.closed:
+            self.conn = connect(self.settings)
+        return self.conn
+
+    def drop(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = None
+
+
 def _stage_table(
     conn: Connection,
     settings: Settings,
     spec: DatasetSpec,
     table: str,
-    params: dict[str, Any],
+    params: Params,
     staged: list[_Staged],
     context: FileContext,
     progress: ProgressCallback | None,
-) -> None:
-    """Stream one table's query into a temporary file per format."""
-    query = spec.table(table).build_query(settings)
-    stream = QueryStream(conn, query, params, batch_rows=settings.batch_rows)
+) -> pa.Table | None:
+    """Stream one table's query into a temporary file per format; the table if collected."""
+    table_spec = spec.table(table)
+    stream = QueryStream(
+        conn, table_spec.build_query(settings), params, batch_rows=settings.batch_rows
+    )
     columns = [{"name": f.name, "type": str(f.type)} for f in stream.schema]
     _notify(progress, ExportEvent("table", f"exporting {spec.name}/{table}", table=table))
     mine = [s for s in staged if s.planned.table == table]
+    kept: list[pa.RecordBatch] = []
     with ExitStack() as stack:
         writers: list[tuple[_Staged, BatchWriter]] = []
         for item in mine:
             item.temp.parent.mkdir(parents=True, exist_ok=True)
             sink = stack.enter_context(open_sink(item.temp))
             writer = WRITERS[item.planned.format](sink, stream.schema, context)
-            stack.callback(writer.abort)  # runs before the sink closes, on success a no-op
+            stack.callback(writer.abort)  # before the sink closes; a no-op after close()
             writers.append((item, writer))
         rows = 0
         for batch in stream.batches():
             for _, writer in writers:
                 writer.write(batch)
+            if table_spec.collect:
+                kept.append(batch)
             rows += batch.num_rows
             _notify(progress, ExportEvent("rows", f"{rows} rows", table=table, rows=rows))
         for item, writer in writers:
@@ -153,36 +196,175 @@ def _stage_table(
             os.fsync(writer.sink.fileno())
             item.rows = writer.rows
             item.columns = columns
+    if not table_spec.collect:
+        return None
+    return pa.Table.from_batches(kept, schema=stream.schema)
 
 
-def _stage_all(
+def _write_temp(path: Path, content: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open_sink(path) as sink:
+        sink.write(content)
+        sink.flush()
+        os.fsync(sink.fileno())
+
+
+def _stage_dataset(
+    conn: Connection,
     settings: Settings,
     spec: DatasetSpec,
     as_of: date,
-    staged: list[_Staged],
+    formats: list[str],
     context: FileContext,
     progress: ProgressCallback | None,
-) -> None:
-    """One connection, one read-only snapshot, every table of the dataset."""
-    secrets = secrets_of(settings)
-    conn = connect(settings)
+) -> _DatasetRun:
+    tree = RuntimeTree(settings.runtime_dir)
+    plan = plan_export(settings, spec.name, as_of, formats)
+    run = _DatasetRun(
+        spec, [_Staged(spec.name, p, temp_path_for(p.path, context.run_id)) for p in plan.files]
+    )
+    params = spec.build_params(settings, as_of)
+    collected: dict[str, pa.Table] = {}
     try:
-        params = spec.build_params(settings, as_of)
-        with snapshot(conn, settings):
-            for table in spec.tables:
-                table_context = replace(context, table=table.name)
-                _stage_table(
-                    conn, settings, spec, table.name, params, staged, table_context, progress
+        for table in spec.tables:
+            table_context = replace(context, dataset=spec.name, table=table.name)
+            kept = _stage_table(
+                conn, settings, spec, table.name, params, run.staged, table_context, progress
+            )
+            if kept is not None:
+                collected[table.name] = kept
+        if spec.derive is not None:
+            derive_context = DeriveContext(
+                settings=settings,
+                as_of=as_of,
+                run_id=context.run_id,
+                generated_at=context.generated_at,
+                tool_version=context.tool_version,
+                tables=collected,
+            )
+            for derived in spec.derive(derive_context):
+                target = tree.exports / derived.path
+                item = _Staged(
+                    spec.name,
+                    PlannedFile(derived.table, derived.format, target),
+                    temp_path_for(target, context.run_id),
+                    rows=derived.rows,
                 )
+                run.staged.append(item)
+                _write_temp(item.temp, derived.content)
+                if derived.latest_path is not None:
+                    run.latest_aliases.append((tree.exports / derived.latest_path, derived.content))
+    except BaseException:
+        _discard(run.staged)
+        raise
+    return run
+
+
+def _stage_date(
+    source: _Source,
+    settings: Settings,
+    specs: Sequence[DatasetSpec],
+    as_of: date,
+    formats: list[str],
+    context: FileContext,
+    progress: ProgressCallback | None,
+) -> list[_DatasetRun]:
+    """Every dataset of one as-of date inside one snapshot; on failure nothing stays staged."""
+    runs: list[_DatasetRun] = []
+    try:
+        conn = source.get()
+        with snapshot(conn, settings):
+            for spec in specs:
+                runs.append(_stage_dataset(conn, settings, spec, as_of, formats, context, progress))
     except psycopg.Error as exc:
-        raise classify(exc, secrets=secrets, during=f"exporting {spec.name}") from None
-    finally:
-        conn.close()
+        source.drop()
+        for run in runs:
+            _discard(run.staged)
+        names = ", ".join(s.name for s in specs)
+        raise classify(exc, secrets=secrets_of(settings), during=f"exporting {names}") from None
+    except BaseException:
+        for run in runs:
+            _discard(run.staged)
+        raise
+    return runs
 
 
 def _discard(staged: list[_Staged]) -> None:
     for item in staged:
         item.temp.unlink(missing_ok=True)
+
+
+def export_datasets(
+    settings: Settings,
+    datasets: Sequence[str],
+    as_of_dates: Sequence[date],
+    formats: list[str],
+    *,
+    command: str = "export",
+    progress: ProgressCallback | None = None,
+) -> list[ExportResult]:
+    """Export every dataset for every as-of date, one snapshot per date, one run id."""
+    specs = [get_dataset(name) for name in dict.fromkeys(datasets)]
+    tree = RuntimeTree(settings.runtime_dir)
+    started = utc_now()
+    run_id = new_run_id(started)
+    context = FileContext(
+        dataset="",
+        table="",
+        as_of_date="",
+        run_id=run_id,
+        tool_version=__version__,
+        schema_version=1,
+        generated_at=iso(started),
+    )
+    results: list[ExportResult] = []
+    with ExitStack() as stack:
+        for spec in sorted(specs, key=lambda s: s.name):
+            stack.enter_context(
+                dataset_lock(
+                    tree.lock_path(spec.name),
+                    run_id=run_id,
+                    command=command,
+                    timeout_seconds=settings.lock_timeout_seconds,
+                    on_wait=lambda holder: _notify(
+                        progress, ExportEvent("waiting", f"waiting for {holder}")
+                    ),
+                )
+            )
+        stale = [str(p) for spec in specs for p in remove_stale_temps(tree.dataset_dir(spec.name))]
+        source = _Source(settings)
+        stack.callback(source.drop)
+        for index, as_of in enumerate(as_of_dates, start=1):
+            _notify(
+                progress,
+                ExportEvent("date", f"as of {as_of}", done=index - 1, total=len(as_of_dates)),
+            )
+            date_context = replace(context, as_of_date=as_of.isoformat())
+
+            def attempt(day: date = as_of, ctx: FileContext = date_context) -> list[_DatasetRun]:
+                return _stage_date(source, settings, specs, day, formats, ctx, progress)
+
+            try:
+                runs = with_retries(
+                    settings,
+                    attempt,
+                    on_retry=lambda n, exc, wait: _notify(
+                        progress,
+                        ExportEvent(
+                            "retry", f"attempt {n} failed ({exc}); retrying in {wait:.1f}s"
+                        ),
+                    ),
+                )
+            except OSError as exc:
+                raise WriteError(f"could not write the export: {exc}") from None
+            results += _publish_date(tree, settings, runs, as_of, run_id, started, stale)
+            _notify(
+                progress,
+                ExportEvent("date", f"as of {as_of}", done=index, total=len(as_of_dates)),
+            )
+    count = sum(len(r.files) for r in results)
+    _notify(progress, ExportEvent("published", f"published {count} files"))
+    return results
 
 
 def export_dataset(
@@ -194,82 +376,63 @@ def export_dataset(
     command: str = "export",
     progress: ProgressCallback | None = None,
 ) -> ExportResult:
-    """Export ``dataset`` as of ``as_of``; on any failure nothing is published."""
-    spec = get_dataset(dataset)
-    plan = plan_export(settings, dataset, as_of, formats)
-    tree = RuntimeTree(settings.runtime_dir)
-    started = utc_now()
-    run_id = new_run_id(started)
-    context = FileContext(
-        dataset=spec.name,
-        table="",
-        as_of_date=as_of.isoformat(),
-        run_id=run_id,
-        tool_version=__version__,
-        schema_version=spec.schema_version,
-        generated_at=iso(started),
+    """Export one dataset as of one date; on any failure nothing is published."""
+    results = export_datasets(
+        settings, [dataset], [as_of], formats, command=command, progress=progress
     )
-    with dataset_lock(
-        tree.lock_path(spec.name),
-        run_id=run_id,
-        command=command,
-        timeout_seconds=settings.lock_timeout_seconds,
-        on_wait=lambda holder: _notify(progress, ExportEvent("waiting", f"waiting for {holder}")),
-    ):
-        stale = remove_stale_temps(tree.dataset_dir(spec.name))
-        staged = [_Staged(p, temp_path_for(p.path, run_id)) for p in plan.files]
+    return results[0]
 
-        def attempt() -> None:
-            try:
-                _stage_all(settings, spec, as_of, staged, context, progress)
-            except BaseException:
-                _discard(staged)
-                raise
 
-        try:
-            with_retries(
-                settings,
-                attempt,
-                on_retry=lambda n, exc, wait: _notify(
-                    progress,
-                    ExportEvent("retry", f"attempt {n} failed ({exc}); retrying in {wait:.1f}s"),
-                ),
-            )
-        except OSError as exc:
-            raise WriteError(f"could not write the {spec.name} export: {exc}") from None
-        records = _publish(tree, staged)
-        manifest_path = plan.manifest_path
-        obsolete = previous_files(manifest_path) - {r.path for r in records}
+def _publish_date(
+    tree: RuntimeTree,
+    settings: Settings,
+    runs: list[_DatasetRun],
+    as_of: date,
+    run_id: str,
+    started: datetime,
+    stale: list[str],
+) -> list[ExportResult]:
+    """Publish every staged file of the date together, then each dataset's manifest."""
+    records = _publish(tree, [item for run in runs for item in run.staged])
+    identity = source_identity(settings)
+    results: list[ExportResult] = []
+    for run in runs:
+        mine = [r for r in records if r.path.startswith(f"{run.spec.name}/")]
+        manifest_path = tree.manifest_path(run.spec.name, as_of)
+        obsolete = previous_files(manifest_path) - {r.path for r in mine}
         finished = utc_now()
-        identity = source_identity(settings)
         manifest = Manifest(
             run_id=run_id,
-            dataset=spec.name,
+            dataset=run.spec.name,
             as_of_date=as_of.isoformat(),
-            schema_version=spec.schema_version,
+            schema_version=run.spec.schema_version,
             tool_version=__version__,
             started_at=iso(started),
             finished_at=iso(finished),
             source={"host": identity.host, "database": identity.database},
-            files=records,
+            files=mine,
         )
         write_text_atomic(manifest_path, manifest.to_json(), run_id)
         for relative in obsolete:
             (tree.exports / relative).unlink(missing_ok=True)
-        update_latest(tree, manifest, manifest_path)
-    _notify(progress, ExportEvent("published", f"published {len(records)} files"))
-    return ExportResult(
-        run_id=run_id,
-        dataset=spec.name,
-        as_of=as_of,
-        status="success",
-        manifest_path=manifest_path,
-        files=records,
-        started_at=manifest.started_at,
-        finished_at=manifest.finished_at,
-        removed_stale=[str(p) for p in stale],
-        source=str(identity),
-    )
+        if update_latest(tree, manifest, manifest_path):
+            for alias, content in run.latest_aliases:
+                write_text_atomic(alias, content.decode("utf-8"), run_id)
+        results.append(
+            ExportResult(
+                run_id=run_id,
+                dataset=run.spec.name,
+                as_of=as_of,
+                status="success",
+                manifest_path=manifest_path,
+                files=mine,
+                started_at=manifest.started_at,
+                finished_at=manifest.finished_at,
+                removed_stale=stale,
+                source=str(identity),
+            )
+        )
+    return results
 
 
 def _publish(tree: RuntimeTree, staged: list[_Staged]) -> list[FileRecord]:
