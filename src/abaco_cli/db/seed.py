@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
+from itertools import product
 from typing import Any
 
 import psycopg
@@ -24,8 +25,8 @@ from abaco_cli.errors import UsageError
 from abaco_cli.settings import SourceTables
 
 SeedProgress = Callable[[str, int, int], None]  # (stage, done, total)
-Event = tuple[int, int, int, int, int, int, int, int]  # day, principal, interest, fee, other,
-# tax, fee_tax, rebate (days are ordinals, amounts cents)
+# Days are date ordinals, amounts integer cents.
+Event = tuple[int, int, int, int, int, int, int, int]  # day, principal .. fee_tax, rebate
 Installment = tuple[int, int, int]  # due day, principal_due, interest_due
 Chunk = tuple[list[str], list[str], list[str]]  # COPY lines of loans, schedule, payments
 
@@ -49,13 +50,9 @@ NULL = "\\N"
 BANDS = "ABCDE"
 BAND_MIX = (0.18, 0.48, 0.76, 0.92)  # cumulative share of customers in bands A-D
 TENORS = ((0, 30), (31, 60), (61, 90), (91, 180))
-TICKETS = (
-    (0, 99_999),
-    (100_000, 499_999),
-    (500_000, 2_499_999),
-    (2_500_000, 9_999_999),
-    (10_000_000, 1_000_000_000),
-)  # fmt: skip  (cents, inclusive)
+# Ticket bands in cents, inclusive.
+TICKETS = ((0, 99_999), (100_000, 499_999), (500_000, 2_499_999), (2_500_000, 9_999_999),
+           (10_000_000, 1_000_000_000))  # fmt: skip
 TICKET_STARTS = tuple(low for low, _ in TICKETS)
 BAND_APR = (230_000, 290_000, 350_000, 430_000, 520_000)  # millionths
 TENOR_APR = (20_000, 0, -10_000, -20_000)
@@ -178,6 +175,7 @@ class _Portfolio:
         self.seq = {"ABT": 0, "ABF": 0}
         self.installments = self.payments = 0
         self.uncovered = {(d, b) for d in cal.checkpoints for b in range(1, len(DPD_BOUNDS))}
+        self.last_days = min(30, max(7, 10 * cal.span // loans))  # a bucket window is closing
 
     def between(self, low: int, high: int) -> int:
         return low + int(self.random() * (high - low + 1))
@@ -331,22 +329,18 @@ class _Portfolio:
     def _cover_buckets(self, due: int, principal: int, events: list[Event]) -> list[Event]:
         """Leave a bullet loan unpaid when a bucket at a checkpoint would otherwise stay empty."""
         keys = [(d, bisect_right(DPD_BOUNDS, d - due) - 1) for d in self.cal.checkpoints if due < d]
-        if not any(k in self.uncovered for k in keys):
+        fresh = [k for k in keys if k in self.uncovered]
+        if not fresh:
             return events
         unpaid = [k for k in keys if sum(e[1] for e in events if e[0] <= k[0]) < principal - 1]
-        closing = [k for k in keys if k in self.uncovered and k[0] - due - DPD_BOUNDS[k[1]] < 7]
+        closing = [k for k in fresh if k[0] - due - DPD_BOUNDS[k[1]] < self.last_days]
         if closing and not any(k in unpaid for k in closing):
             events, unpaid = [], keys
         self.uncovered.difference_update(unpaid)
         return events
 
-    def _status(
-        self,
-        principal: int,
-        schedule: list[Installment],
-        events: list[Event],
-        written_off: int | None,
-    ) -> str:
+    def _status(self, principal: int, plan: list[Installment], events: list[Event],
+                written_off: int | None) -> str:  # fmt: skip
         """The informational status at `through`: complete, written_off, default or current."""
         paid = sum(e[1] for e in events)
         if paid >= principal:
@@ -354,7 +348,7 @@ class _Portfolio:
         if written_off is not None:
             return "written_off"
         cumulative, through = 0, self.cal.through
-        for due, due_principal, _ in schedule:
+        for due, due_principal, _ in plan:
             cumulative += due_principal
             if due < through and cumulative > paid + 1:
                 return "default" if through - due >= 90 else "current"
@@ -383,12 +377,7 @@ def _rate_card_lines(cal: _Calendar) -> list[str]:
         (cal.text(cal.start - 1), cal.text(cal.card_switch)),
         (cal.text(cal.card_switch + 1), NULL),
     )
-    grid = [
-        (b, t, k)
-        for b in range(len(BANDS))
-        for t in range(len(TENORS))
-        for k in range(len(TICKETS))
-    ]
+    grid = list(product(range(len(BANDS)), range(len(TENORS)), range(len(TICKETS))))
     lines = []
     for card, (start, end) in enumerate(cards):
         cells = [
@@ -429,8 +418,8 @@ def _prepare(
     ]
     if full:
         raise UsageError(
-            f"{', '.join(full)} already holds data; pass --replace to overwrite it",
-            hint="--replace empties the five source tables before seeding.",
+            f"{full[0]} already holds data; pass --replace to overwrite it",
+            hint=f"Tables with rows: {', '.join(full)}. --replace empties all five first.",
         )
     return names
 
