@@ -1,0 +1,67 @@
+/**
+ * One environment of abaco's landing zone on Google Cloud: the exports bucket, its
+ * notifications (with dead letters), the exporter and consumer service accounts, and BigQuery
+ * external tables over the Parquet exports.
+ */
+
+locals {
+  bucket_name = coalesce(var.bucket_name, "${var.project_id}-abaco-exports-${var.environment}")
+  labels = {
+    environment = var.environment
+  }
+  # Deterministic, so that it is known at plan time (for_each keys and values below).
+  consumer_member = "serviceAccount:abaco-consumer-${var.environment}@${var.project_id}.iam.gserviceaccount.com"
+}
+
+module "bucket" {
+  source = "../../modules/export_bucket"
+
+  project_id            = var.project_id
+  name                  = local.bucket_name
+  location              = var.region
+  retention_days        = var.retention_days
+  retention_policy_days = var.retention_policy_days
+  lock_retention_policy = var.lock_retention_policy
+  labels                = local.labels
+}
+
+module "notifications" {
+  source = "../../modules/export_notifications"
+
+  project_id                    = var.project_id
+  bucket_name                   = module.bucket.name
+  topic_name                    = "abaco-exports-${var.environment}"
+  subscription_name             = "abaco-exports-consumer-${var.environment}"
+  dead_letter_topic_name        = "abaco-exports-dead-letter-${var.environment}"
+  dead_letter_subscription_name = "abaco-exports-dead-letter-${var.environment}"
+  labels                        = local.labels
+}
+
+module "access" {
+  source = "../../modules/export_access"
+
+  project_id             = var.project_id
+  bucket_name            = module.bucket.name
+  subscription_name      = module.notifications.subscription_name
+  exporter_account_id    = "abaco-exporter-${var.environment}"
+  consumer_account_id    = "abaco-consumer-${var.environment}"
+  exporter_may_replace   = var.exporter_may_replace
+  extra_consumer_members = var.extra_consumer_members
+}
+
+module "bigquery" {
+  source = "../../modules/bigquery_exports"
+
+  project_id        = var.project_id
+  dataset_id        = "abaco_exports_${var.environment}"
+  location          = var.region
+  bucket_name       = module.bucket.name
+  hive_partitioning = var.hive_partitioning
+  reader_members = merge(
+    { consumer = local.consumer_member },
+    { for member in var.extra_consumer_members : member => member },
+  )
+  labels = local.labels
+
+  depends_on = [module.access]
+}

@@ -1,0 +1,77 @@
+variable "project_id" {
+  type        = string
+  description = "Project of the BigQuery dataset."
+}
+
+variable "dataset_id" {
+  type        = string
+  description = "BigQuery dataset that holds the external tables."
+  default     = "abaco_exports"
+}
+
+variable "location" {
+  type        = string
+  description = "Dataset location; must match the bucket's location (or contain it, for a multi-region)."
+}
+
+variable "bucket_name" {
+  type        = string
+  description = "The landing bucket the tables read."
+}
+
+variable "exports_prefix" {
+  type        = string
+  description = "Folder of the runtime tree's exports inside the bucket, without slashes at the ends."
+  default     = "exports"
+}
+
+variable "tables" {
+  type = map(object({
+    dataset     = string
+    table       = string
+    description = optional(string, "")
+  }))
+  description = "External tables to create, keyed by BigQuery table id: each reads gs://BUCKET/<exports_prefix>/<dataset>/<table>/as_of_date=D/*.parquet. Add the kpi, pricing and analytics tables as their exports land."
+  default = {
+    dpd_loans = {
+      dataset     = "dpd"
+      table       = "loans"
+      description = "Loan-level delinquency per as-of date (abaco export dpd)."
+    }
+    dpd_aging = {
+      dataset     = "dpd"
+      table       = "aging"
+      description = "Aging summary per delinquency bucket and as-of date (abaco export dpd)."
+    }
+  }
+}
+
+variable "hive_partitioning" {
+  type        = bool
+  description = "Read the as_of_date=D folders as a Hive partition key (DATE), so that a filter on as_of_date prunes files. BigQuery refuses a partition key that is also a column inside the files, and abaco's Parquet files carry as_of_date today: leave this false until they stop doing so (terraform/README.md). With false, as_of_date comes from the files and every query reads every file."
+  default     = false
+}
+
+variable "require_partition_filter" {
+  type        = bool
+  description = "With hive_partitioning: refuse queries without a filter on as_of_date."
+  default     = false
+}
+
+variable "reader_members" {
+  type        = map(string)
+  description = "Principals given roles/bigquery.dataViewer on the dataset, keyed by a fixed label (the key must be known at plan time, the value may come from another module), e.g. { consumer = \"serviceAccount:abaco-consumer@P.iam.gserviceaccount.com\" }. Readers of external tables also need roles/storage.objectViewer on the bucket (module export_access) and, to run queries, roles/bigquery.jobUser in some project."
+  default     = {}
+}
+
+variable "kms_key_name" {
+  type        = string
+  description = "Optional Cloud KMS key for the dataset's default encryption (CMEK); null uses Google-managed encryption."
+  default     = null
+}
+
+variable "labels" {
+  type        = map(string)
+  description = "Labels on the dataset and tables."
+  default     = {}
+}

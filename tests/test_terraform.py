@@ -1,0 +1,422 @@
+"""terraform/: every .tf file parses (python-hcl2) and the landing zone keeps its promises.
+
+The invariants: a private, versioned bucket whose lifecycle matches the VM's prune retention,
+with soft delete and an optional retention lock; a notification on OBJECT_FINALIZE that the
+storage service agent may publish; dead letters; least-privilege service accounts granted on the
+bucket or the subscription, never on the project; BigQuery external tables over the Parquet
+files of the runtime tree; typed and described variables; `terraform fmt` clean.
+`terraform validate` needs the provider registry and is not run here (terraform/README.md).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import shutil
+import subprocess
+from datetime import date
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import pytest
+
+from abaco_cli.datasets import REGISTRY
+from abaco_cli.runtime.tree import RuntimeTree
+
+ROOT = Path(__file__).resolve().parent.parent
+TERRAFORM = ROOT / "terraform"
+TF_FILES = sorted(p for p in TERRAFORM.rglob("*.tf") if ".terraform" not in p.parts)
+MODULE_DIRS = sorted(p for p in (TERRAFORM / "modules").iterdir() if p.is_dir())
+EXAMPLE_DIRS = sorted(p for p in (TERRAFORM / "examples").iterdir() if p.is_dir())
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def _plain(node: Any) -> Any:
+    """python-hcl2's output without its bookkeeping: no __meta__ keys, no quotes around strings
+    or block labels (older releases already give it this way)."""
+    if isinstance(node, dict):
+        return {_unquote(k): _plain(v) for k, v in node.items() if not k.startswith("__")}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return _unquote(node) if isinstance(node, str) else node
+
+
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and text.startswith('"') and text.endswith('"'):
+        return text[1:-1].replace('\\"', '"')
+    return text
+
+
+@cache
+def load(path: Path) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as handle:
+        options = getattr(hcl2, "SerializationOptions", None)
+        if options is not None:
+            parsed = hcl2.load(
+                handle,
+                serialization_options=options(
+                    with_comments=False, explicit_blocks=False, strip_string_quotes=True
+                ),
+            )
+        else:  # python-hcl2 before 8
+            parsed = hcl2.load(handle)
+    return dict(_plain(parsed))
+
+
+def module(folder: Path) -> dict[str, list[Any]]:
+    """Every top-level block of a module's .tf files, merged."""
+    merged: dict[str, list[Any]] = {}
+    for path in sorted(folder.glob("*.tf")):
+        for kind, blocks in load(path).items():
+            merged.setdefault(kind, []).extend(blocks)
+    return merged
+
+
+def resources(folder: Path, kind: str) -> dict[str, dict[str, Any]]:
+    """name -> body of every resource of one type in a module."""
+    found: dict[str, dict[str, Any]] = {}
+    for block in module(folder).get("resource", []):
+        for name, body in block.get(kind, {}).items():
+            found[name] = body
+    return found
+
+
+def the(folder: Path, kind: str, name: str) -> dict[str, Any]:
+    found = resources(folder, kind)
+    assert name in found, f"{folder.name}: no {kind}.{name}"
+    return found[name]
+
+
+def variables(folder: Path) -> dict[str, dict[str, Any]]:
+    return {
+        name: body for block in module(folder).get("variable", []) for name, body in block.items()
+    }
+
+
+def default(folder: Path, name: str) -> Any:
+    found = variables(folder)
+    assert name in found, f"{folder.name}: no variable {name}"
+    assert "default" in found[name], f"{folder.name}: variable {name} has no default"
+    return found[name]["default"]
+
+
+def block(body: dict[str, Any], name: str) -> dict[str, Any]:
+    """A nested block that appears once (python-hcl2 gives blocks as lists)."""
+    found = body.get(name)
+    assert isinstance(found, list) and len(found) == 1, f"want one {name} block, got {found!r}"
+    return dict(found[0])
+
+
+def dynamic(body: dict[str, Any], name: str) -> dict[str, Any]:
+    """A `dynamic "name"` block: its for_each and its content."""
+    for entry in body.get("dynamic", []):
+        if name in entry:
+            return dict(entry[name])
+    raise AssertionError(f"no dynamic {name!r} block")
+
+
+def all_resources() -> list[tuple[Path, str, str, dict[str, Any]]]:
+    found = []
+    for path in TF_FILES:
+        for entry in load(path).get("resource", []):
+            for kind, named in entry.items():
+                for name, body in named.items():
+                    found.append((path, kind, name, body))
+    return found
+
+
+BUCKET = TERRAFORM / "modules" / "export_bucket"
+NOTIFY = TERRAFORM / "modules" / "export_notifications"
+ACCESS = TERRAFORM / "modules" / "export_access"
+BIGQUERY = TERRAFORM / "modules" / "bigquery_exports"
+EXAMPLE = TERRAFORM / "examples" / "landing_zone"
+
+
+# --- files and layout ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", TF_FILES, ids=lambda p: str(p.relative_to(TERRAFORM)))
+def test_every_tf_file_parses(path: Path) -> None:
+    assert isinstance(load(path), dict)
+
+
+@pytest.mark.parametrize("folder", [*MODULE_DIRS, *EXAMPLE_DIRS], ids=lambda p: p.name)
+def test_terraform_google_modules_layout(folder: Path) -> None:
+    for name in ("main.tf", "variables.tf", "outputs.tf", "versions.tf", "README.md"):
+        assert (folder / name).is_file(), f"{folder.relative_to(ROOT)} lacks {name}"
+    versions = load(folder / "versions.tf")["terraform"][0]
+    assert versions["required_version"].startswith(">=")
+    google = versions["required_providers"][0]["google"]
+    assert google["source"] == "hashicorp/google"
+    assert re.match(r">=\s*\d", google["version"])
+
+
+def test_the_expected_modules_and_one_example() -> None:
+    assert [p.name for p in MODULE_DIRS] == [
+        "bigquery_exports",
+        "export_access",
+        "export_bucket",
+        "export_notifications",
+    ]
+    assert [p.name for p in EXAMPLE_DIRS] == ["landing_zone"]
+
+
+@pytest.mark.parametrize("folder", [*MODULE_DIRS, *EXAMPLE_DIRS], ids=lambda p: p.name)
+def test_variables_are_typed_and_described_and_outputs_described(folder: Path) -> None:
+    for name, body in variables(folder).items():
+        assert body.get("type"), f"{folder.name}: variable {name} has no type"
+        assert len(str(body.get("description", ""))) >= 10, f"{folder.name}: {name} undescribed"
+    for entry in module(folder).get("output", []):
+        for name, body in entry.items():
+            assert len(str(body.get("description", ""))) >= 10, f"{folder.name}: output {name}"
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")
+def test_terraform_fmt_is_clean() -> None:
+    result = subprocess.run(
+        ["terraform", "fmt", "-check", "-recursive", "-diff", str(TERRAFORM)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_checkov_skip_says_why() -> None:
+    for path in TF_FILES:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if "checkov:skip" not in line:
+                continue
+            match = re.search(r"#\s*checkov:skip=(CKV2?_[A-Z]+_\d+):(.+)$", line)
+            assert match and len(match[2].strip()) >= 20, f"{path.name}:{number}: {line.strip()}"
+
+
+# --- the bucket ----------------------------------------------------------------------------------
+
+
+def prune_retention_days() -> int:
+    """The retention the VM prunes with (systemd unit and cron file must agree)."""
+    unit = (ROOT / "deploy/systemd/abaco-prune.service").read_text(encoding="utf-8")
+    cron = (ROOT / "deploy/cron/abaco.cron").read_text(encoding="utf-8")
+    in_unit = set(re.findall(r"prune --retention (\d+)d", unit))
+    in_cron = set(re.findall(r"prune --retention (\d+)d", cron))
+    assert len(in_unit) == 1 and in_unit == in_cron, (in_unit, in_cron)
+    return int(in_unit.pop())
+
+
+def test_bucket_is_private() -> None:
+    bucket = the(BUCKET, "google_storage_bucket", "exports")
+    assert bucket["uniform_bucket_level_access"] is True
+    assert bucket["public_access_prevention"] == "enforced"
+    assert default(BUCKET, "force_destroy") is False
+    for path, _kind, name, body in all_resources():
+        text = str(body)
+        assert "allUsers" not in text and "allAuthenticatedUsers" not in text, f"{path}: {name}"
+
+
+def test_bucket_is_versioned_unless_a_retention_policy_replaces_it() -> None:
+    bucket = the(BUCKET, "google_storage_bucket", "exports")
+    assert block(bucket, "versioning")["enabled"] == "${var.retention_policy_days == 0}"
+    assert default(BUCKET, "retention_policy_days") == 0  # so: versioned by default
+    assert default(EXAMPLE, "retention_policy_days") == 0
+
+
+def test_lifecycle_matches_the_prune_retention() -> None:
+    bucket = the(BUCKET, "google_storage_bucket", "exports")
+    rules = bucket["lifecycle_rule"]
+    live = [
+        r
+        for r in rules
+        if block(r, "action")["type"] == "Delete"
+        and block(r, "condition").get("age") == "${var.retention_days}"
+        and block(r, "condition").get("with_state") == "LIVE"
+    ]
+    assert len(live) == 1, "one rule deletes live objects after var.retention_days"
+    days = prune_retention_days()
+    assert days == 90
+    assert default(BUCKET, "retention_days") == days
+    assert default(EXAMPLE, "retention_days") == days
+    noncurrent = [
+        r
+        for r in rules
+        if block(r, "action")["type"] == "Delete"
+        and block(r, "condition").get("with_state") == "ARCHIVED"
+        and "days_since_noncurrent_time" in block(r, "condition")
+    ]
+    assert noncurrent, "noncurrent versions must expire (and stay restorable until then)"
+
+
+def test_soft_delete_is_on() -> None:
+    bucket = the(BUCKET, "google_storage_bucket", "exports")
+    policy = block(bucket, "soft_delete_policy")
+    assert policy["retention_duration_seconds"] == "${var.soft_delete_days * 86400}"
+    assert 7 <= default(BUCKET, "soft_delete_days") <= 90
+
+
+def test_retention_lock_is_optional_and_off_by_default() -> None:
+    bucket = the(BUCKET, "google_storage_bucket", "exports")
+    policy = dynamic(bucket, "retention_policy")
+    assert (
+        "var.retention_policy_days" in policy["for_each"]
+        or "local.retention_policy_enabled" in (policy["for_each"])
+    )
+    content = policy["content"][0]
+    assert content["is_locked"] == "${var.lock_retention_policy}"
+    assert content["retention_period"] == "${var.retention_policy_days * 86400}"
+    assert default(BUCKET, "lock_retention_policy") is False
+    assert "IRREVERSIBLE" in variables(BUCKET)["lock_retention_policy"]["description"]
+
+
+# --- notifications ------------------------------------------------------------------------------
+
+
+def test_bucket_notifies_a_topic_on_object_finalize() -> None:
+    notification = the(NOTIFY, "google_storage_notification", "exports")
+    assert notification["event_types"] == ["OBJECT_FINALIZE"]
+    assert notification["topic"] == "${google_pubsub_topic.exports.id}"
+    assert notification["bucket"] == "${var.bucket_name}"
+    assert notification["payload_format"] == "JSON_API_V1"
+    grant = the(NOTIFY, "google_pubsub_topic_iam_member", "storage_publishes")
+    assert grant["role"] == "roles/pubsub.publisher"
+    assert grant["topic"] == "${google_pubsub_topic.exports.name}"
+    assert "data.google_storage_project_service_account.gcs.email_address" in grant["member"]
+    assert "${google_pubsub_topic_iam_member.storage_publishes}" in notification["depends_on"]
+
+
+def test_dead_letters_have_a_topic_and_a_subscription() -> None:
+    subscription = the(NOTIFY, "google_pubsub_subscription", "exports")
+    assert subscription["topic"] == "${google_pubsub_topic.exports.id}"
+    policy = block(subscription, "dead_letter_policy")
+    assert policy["dead_letter_topic"] == "${google_pubsub_topic.dead_letter.id}"
+    assert policy["max_delivery_attempts"] == "${var.max_delivery_attempts}"
+    assert 5 <= default(NOTIFY, "max_delivery_attempts") <= 100
+    keeper = the(NOTIFY, "google_pubsub_subscription", "dead_letter")
+    assert keeper["topic"] == "${google_pubsub_topic.dead_letter.id}"
+    # Dead lettering needs the Pub/Sub service agent on both ends.
+    publisher = the(NOTIFY, "google_pubsub_topic_iam_member", "dead_letter_publisher")
+    assert publisher["role"] == "roles/pubsub.publisher"
+    assert publisher["topic"] == "${google_pubsub_topic.dead_letter.name}"
+    subscriber = the(
+        NOTIFY, "google_pubsub_subscription_iam_member", "dead_letter_source_subscriber"
+    )
+    assert subscriber["role"] == "roles/pubsub.subscriber"
+    assert subscriber["subscription"] == "${google_pubsub_subscription.exports.name}"
+    for grant in (publisher, subscriber):
+        assert grant["member"] == "${local.pubsub_service_agent}"
+    agent = next(
+        entry["pubsub_service_agent"]
+        for entry in module(NOTIFY)["locals"]
+        if "pubsub_service_agent" in entry
+    )
+    assert "@gcp-sa-pubsub.iam.gserviceaccount.com" in agent
+
+
+# --- least privilege --------------------------------------------------------------------------
+
+
+def test_no_project_level_iam_and_no_keys() -> None:
+    for path, kind, name, _body in all_resources():
+        assert not kind.startswith(("google_project_iam", "google_organization_iam")), (
+            f"{path.relative_to(ROOT)}: {kind}.{name} grants on the project"
+        )
+        assert kind != "google_service_account_key", f"{path}: no service account keys"
+
+
+def _grants(member: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(resource type, name, body) of every grant of one member in the access module."""
+    return [
+        (kind, name, body)
+        for _path, kind, name, body in all_resources()
+        if kind.endswith("_iam_member") and body.get("member") == member
+    ]
+
+
+def test_exporter_may_only_create_objects_in_its_bucket() -> None:
+    assert the(ACCESS, "google_service_account", "exporter")
+    grants = _grants("${local.exporter_member}")
+    unconditional = [(k, n, b) for k, n, b in grants if "count" not in b]
+    assert [(k, b["role"], b["bucket"]) for k, _n, b in unconditional] == [
+        ("google_storage_bucket_iam_member", "roles/storage.objectCreator", "${var.bucket_name}")
+    ]
+    # The one optional extra (overwrite), off by default and still on the bucket only.
+    optional = [(k, n, b) for k, n, b in grants if "count" in b]
+    for kind, _name, body in optional:
+        assert kind == "google_storage_bucket_iam_member"
+        assert body["count"] == "${var.exporter_may_replace ? 1 : 0}"
+    assert default(ACCESS, "exporter_may_replace") is False
+    assert default(EXAMPLE, "exporter_may_replace") is False
+
+
+def test_consumer_may_read_objects_and_subscribe() -> None:
+    grants = {(kind, body["role"]) for kind, _n, body in _grants("${local.consumer_member}")}
+    assert grants == {
+        ("google_storage_bucket_iam_member", "roles/storage.objectViewer"),
+        ("google_pubsub_subscription_iam_member", "roles/pubsub.subscriber"),
+    }
+    subscribe = the(ACCESS, "google_pubsub_subscription_iam_member", "consumer_subscribes")
+    assert subscribe["subscription"] == "${var.subscription_name}"
+
+
+# --- BigQuery ---------------------------------------------------------------------------------
+
+
+def test_external_tables_read_the_parquet_files_of_the_runtime_tree() -> None:
+    assert the(BIGQUERY, "google_bigquery_dataset", "exports")
+    table = the(BIGQUERY, "google_bigquery_table", "exports")
+    assert table["for_each"] == "${var.tables}"
+    config = block(table, "external_data_configuration")
+    assert config["source_format"] == "PARQUET"
+    (uri,) = config["source_uris"]
+    prefix = (
+        "gs://${var.bucket_name}/${var.exports_prefix}/${each.value.dataset}/${each.value.table}"
+    )
+    assert uri == f"{prefix}/*.parquet"
+
+    # Hive partitioning: the table folder, then the as_of_date=D folders.
+    hive = dynamic(config, "hive_partitioning_options")
+    assert "var.hive_partitioning" in hive["for_each"]
+    options = hive["content"][0]
+    assert options["mode"] in ("AUTO", "CUSTOM")
+    expected = f"{prefix}/{{as_of_date:DATE}}" if options["mode"] == "CUSTOM" else f"{prefix}/"
+    assert options["source_uri_prefix"] == expected
+
+    # The pattern matches what abaco really writes, and only the Parquet files.
+    exports_prefix = default(BIGQUERY, "exports_prefix")
+    tree = RuntimeTree(Path("/r"))
+    for spec in default(BIGQUERY, "tables").values():
+        pattern = f"{exports_prefix}/{spec['dataset']}/{spec['table']}/*.parquet"
+        for file_format in ("parquet", "csv", "json"):
+            written = tree.table_file(
+                spec["dataset"], spec["table"], date(2025, 6, 30), file_format
+            )
+            relative = f"exports/{written.relative_to(tree.exports).as_posix()}"
+            assert fnmatch.fnmatch(relative, pattern) == (file_format == "parquet"), relative
+        manifest = tree.manifest_path(spec["dataset"], date(2025, 6, 30))
+        assert not fnmatch.fnmatch(f"exports/{manifest.relative_to(tree.exports)}", pattern)
+
+
+def test_external_tables_cover_every_exported_table() -> None:
+    declared = {(t["dataset"], t["table"]) for t in default(BIGQUERY, "tables").values()}
+    written = {(name, table.name) for name, spec in REGISTRY.items() for table in spec.tables}
+    assert declared <= written, f"tables abaco does not write: {declared - written}"
+    missing = written - declared
+    assert not missing, (
+        f"add these to the `tables` default in terraform/modules/bigquery_exports: {missing}"
+    )
+
+
+def test_the_example_wires_every_module() -> None:
+    calls = {
+        name: body for entry in module(EXAMPLE).get("module", []) for name, body in entry.items()
+    }
+    sources = {body["source"] for body in calls.values()}
+    assert sources == {f"../../modules/{p.name}" for p in MODULE_DIRS}
+    for source in sources:
+        assert (EXAMPLE / source).resolve().is_dir()
+    outputs = {name for entry in module(EXAMPLE).get("output", []) for name in entry}
+    assert {"bucket_name", "exporter_service_account", "consumer_subscription"} <= outputs
