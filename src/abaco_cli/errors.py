@@ -94,3 +94,20 @@ class ServerToolsMissingError(AbacoError):
         "Install them: `sudo apt-get install postgresql` (Debian/Ubuntu) or "
         "`brew install postgresql@15` (macOS), or put their folder on PATH."
     )
+
+
+class AuditLogError(AbacoError):
+    """The audit log cannot be written (a command that cannot be audited does not run)."""
+
+    exit_code = ExitCode.FAILED
+    default_hint = (
+        "Check that the audit log's folder is writable and has free space "
+        "(audit.path, ABACO_AUDIT__PATH; default <runtime_dir>/audit/audit.jsonl)."
+    )
+
+
+class NotFoundError(AbacoError):
+    """What was asked for does not exist (an unknown run id, for example)."""
+
+    exit_code = ExitCode.FAILED
+    default_hint = "`abaco audit list --since 4w` lists recent runs and their ids."

@@ -20,6 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from abaco_cli.durations import parse_duration
 from abaco_cli.errors import ConfigurationError
 
 DEFAULT_CONFIG_FILE = Path("abaco.toml")
@@ -131,6 +132,126 @@ class RetryPolicy(BaseModel):
     max_total_seconds: float = Field(default=30.0, gt=0)
 
 
+class AuditSettings(BaseModel):
+    """The hash-chained audit log (always written) and its optional PostgreSQL copy."""
+
+    path: Path | None = Field(
+        default=None, description="JSON Lines audit log; unset: <runtime_dir>/audit/audit.jsonl"
+    )
+    sink: str = Field(default="none", description="none, or postgres: copy every record there")
+    database_url: SecretStr | None = Field(
+        default=None, description="database of the PostgreSQL copy; unset: database_url"
+    )
+    table: str = "abaco_audit.audit_log"
+    sink_timeout_seconds: int = Field(default=3, ge=1, le=60)
+
+    @field_validator("table")
+    @classmethod
+    def _qualified(cls, value: str) -> str:
+        if not _QUALIFIED_NAME.match(value):
+            raise ValueError(f"{value!r} is not a qualified name like schema.table")
+        return value
+
+    @field_validator("sink")
+    @classmethod
+    def _known_sink(cls, value: str) -> str:
+        if value not in ("none", "postgres"):
+            raise ValueError(f"{value!r} is not a sink; choose none or postgres")
+        return value
+
+
+class MetricsSettings(BaseModel):
+    """The Prometheus textfile written after every export, prune and healthcheck."""
+
+    enabled: bool = True
+    path: Path | None = Field(
+        default=None,
+        description="a .prom file, e.g. in node_exporter's textfile directory; "
+        "unset: <runtime_dir>/metrics/abaco.prom",
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _prom(cls, value: Path | None) -> Path | None:
+        if value is not None and value.suffix != ".prom":
+            raise ValueError(
+                "must end in .prom (node_exporter's textfile collector reads only those)"
+            )
+        return value
+
+
+class FreshnessLimits(BaseModel):
+    """Hours after which a dataset's newest successful export counts as stale."""
+
+    model_config = {"extra": "allow"}  # datasets added later get a limit without a new field
+
+    dpd: float = Field(default=2.0, gt=0)
+    kpi: float = Field(default=26.0, gt=0)
+    pricing: float = Field(default=26.0, gt=0)
+    analytics: float = Field(default=26.0, gt=0)
+
+    @model_validator(mode="after")
+    def _extra_limits_are_hours(self) -> FreshnessLimits:
+        for name, value in (self.model_extra or {}).items():
+            try:
+                hours = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name}: {value!r} is not a number of hours") from None
+            if not hours > 0:
+                raise ValueError(f"{name}: the limit must be more than 0 hours")
+        return self
+
+    def hours(self, dataset: str) -> float:
+        """The limit of ``dataset``; 26 hours (a daily refresh) for one not listed."""
+        value = getattr(self, dataset, None)
+        if value is None and self.model_extra:
+            value = self.model_extra.get(dataset)
+        return float(value) if value is not None else 26.0
+
+
+class HealthSettings(BaseModel):
+    """Thresholds of `abaco healthcheck`."""
+
+    freshness_hours: FreshnessLimits = Field(default_factory=FreshnessLimits)
+    datasets: list[str] = Field(
+        default_factory=list, description="datasets whose freshness is checked; empty: all"
+    )
+    db_timeout_seconds: int = Field(default=3, ge=1, le=60)
+    db_latency_warning_ms: int = Field(default=1000, ge=1)
+    disk_free_warning_ratio: float = Field(default=0.10, gt=0, lt=1)
+    disk_free_critical_ratio: float = Field(default=0.05, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _critical_below_warning(self) -> HealthSettings:
+        if self.disk_free_critical_ratio > self.disk_free_warning_ratio:
+            raise ValueError("disk_free_critical_ratio must not exceed disk_free_warning_ratio")
+        return self
+
+
+class PruneSettings(BaseModel):
+    """Retention of exported runs; `--retention` on the command line wins over these."""
+
+    retention: str | None = Field(default=None, description="e.g. 90d; Nh, Nd or Nw only")
+    datasets: dict[str, str] = Field(
+        default_factory=dict, description="per-dataset retention, e.g. {dpd = '30d'}"
+    )
+    keep_last: int = Field(default=1, ge=1)
+
+    @field_validator("retention")
+    @classmethod
+    def _one_duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @field_validator("datasets")
+    @classmethod
+    def _durations(cls, value: dict[str, str]) -> dict[str, str]:
+        for text in value.values():
+            parse_duration(text)
+        return value
+
+
 class Settings(BaseSettings):
     """Everything abaco reads from configuration."""
 
@@ -158,6 +279,10 @@ class Settings(BaseSettings):
     tables: SourceTables = Field(default_factory=SourceTables)
     dpd: DpdPolicy = Field(default_factory=DpdPolicy)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    prune: PruneSettings = Field(default_factory=PruneSettings)
 
     @property
     def exports_dir(self) -> Path:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from abaco_cli import __version__
-from abaco_cli.cli import config, db, demo, export
+from abaco_cli.cli import audit, config, db, demo, export, health, prune
 from abaco_cli.cli.common import AppState
 from abaco_cli.cli.console import setup_logging
 
@@ -25,6 +25,9 @@ app.add_typer(db.app, name="db")
 app.add_typer(export.app, name="export")
 app.add_typer(config.app, name="config")
 app.command("demo")(demo.demo_command)
+app.add_typer(audit.app, name="audit")
+app.command("prune")(prune.prune_command)
+app.command("healthcheck")(health.healthcheck_command)
 
 
 def _version(value: bool) -> None:

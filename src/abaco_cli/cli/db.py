@@ -18,16 +18,39 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON o
 
 @app.command("init")
 @handle_errors
-def init_command(ctx: typer.Context, as_json: AsJson = False) -> None:
+def init_command(
+    ctx: typer.Context,
+    audit: Annotated[
+        bool,
+        typer.Option(
+            "--audit",
+            help="Also create the shared audit table (audit.table, in audit.database_url "
+            "or else the source database) that audit.sink = 'postgres' writes to.",
+        ),
+    ] = False,
+    as_json: AsJson = False,
+) -> None:
     """Create the source contract tables of DOMAIN.md (safe to run again)."""
-    result = init_database(state(ctx).settings())
+    result = init_database(state(ctx).settings(), audit=audit)
     if as_json:
-        console.emit_json(
-            {"source": result.source, "created": result.created, "tables": result.tables}
-        )
+        payload: dict[str, object] = {
+            "source": result.source,
+            "created": result.created,
+            "tables": result.tables,
+        }
+        if audit:
+            payload["audit_table"] = {
+                "table": result.audit_table,
+                "database": result.audit_database,
+                "created": result.audit_created,
+            }
+        console.emit_json(payload)
         return
     created = ", ".join(result.created) if result.created else "nothing (already there)"
     console.info(f"source contract ready on {result.source}; created: {created}")
+    if audit:
+        state_text = "created" if result.audit_created else "already there"
+        console.info(f"audit table {result.audit_table} on {result.audit_database}: {state_text}")
 
 
 @app.command("seed")

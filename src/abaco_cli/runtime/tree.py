@@ -4,6 +4,8 @@ exports/<dataset>/<table>/as_of_date=<D>/<dataset>_<table>_<D>.<format>   Hive-p
 exports/<dataset>/_manifests/<dataset>_<D>.manifest.json                  one per as-of date
 exports/<dataset>/latest.json                                             newest as-of date
 locks/<dataset>.lock                                                      one writer at a time
+audit/audit.jsonl                                                         hash-chained audit log
+metrics/abaco.prom                                                        Prometheus textfile
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+
+PRUNING_SUFFIX = ".pruning"
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,25 @@ class RuntimeTree:
 
     def lock_path(self, dataset: str) -> Path:
         return self.locks / f"{dataset}.lock"
+
+    @property
+    def audit_log(self) -> Path:
+        """The default audit log (``audit.path`` overrides it)."""
+        return self.root / "audit" / "audit.jsonl"
+
+    @property
+    def metrics_file(self) -> Path:
+        """The default Prometheus textfile (``metrics.path`` overrides it)."""
+        return self.root / "metrics" / "abaco.prom"
+
+    @staticmethod
+    def pruning_marker(manifest: Path) -> Path:
+        """Where prune moves a manifest before deleting its run's files (hidden: readers skip it).
+
+        A marker left by a crash means "this run is being removed": the next prune finishes it,
+        and `audit verify` and `healthcheck` do not count its missing files as damage.
+        """
+        return manifest.with_name(f".{manifest.name}{PRUNING_SUFFIX}")
 
     def relative(self, path: Path) -> str:
         """A path inside the exports folder, as manifests and pointers record it."""

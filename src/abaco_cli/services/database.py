@@ -9,11 +9,14 @@ from typing import TypeVar
 
 import psycopg
 
+from abaco_cli.audit.sink import init_audit_table
 from abaco_cli.db.classify import classify
 from abaco_cli.db.connect import Connection, connect, secrets_of, source_identity, with_retries
 from abaco_cli.db.contract import ContractProblem, check_contract, init_contract
 from abaco_cli.db.seed import SeedProgress, SeedResult, seed_portfolio
 from abaco_cli.errors import ContractError
+from abaco_cli.services.auditing import audited
+from abaco_cli.services.runs import new_run_id
 from abaco_cli.settings import Settings
 
 T = TypeVar("T")
@@ -24,6 +27,9 @@ class InitResult:
     source: str
     created: list[str]
     tables: list[str]
+    audit_table: str | None = None  # with --audit: the shared audit table
+    audit_created: bool = False
+    audit_database: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,13 +57,39 @@ def _with_connection(settings: Settings, during: str, job: Callable[[Connection]
     return with_retries(settings, attempt)
 
 
-def init_database(settings: Settings) -> InitResult:
-    """Create the source contract's schemas, tables and indexes that are missing."""
-    created = _with_connection(
-        settings, "creating the source contract", lambda c: init_contract(c, settings.tables)
-    )
-    tables = [str(getattr(settings.tables, role)) for role in settings.tables.roles()]
-    return InitResult(str(source_identity(settings)), created, tables)
+def init_database(settings: Settings, *, audit: bool = False) -> InitResult:
+    """Create the source contract's schemas, tables and indexes that are missing; with
+    ``audit``, also the shared audit table (in ``audit.database_url``, else the source)."""
+    with audited(
+        settings, command="db init", run_id=new_run_id(), arguments={"audit": audit}
+    ) as run:
+        created = _with_connection(
+            settings, "creating the source contract", lambda c: init_contract(c, settings.tables)
+        )
+        tables = [str(getattr(settings.tables, role)) for role in settings.tables.roles()]
+        result = InitResult(str(source_identity(settings)), created, tables)
+        if audit:
+            target = settings
+            if settings.audit.database_url is not None:
+                target = settings.model_copy(update={"database_url": settings.audit.database_url})
+            table = settings.audit.table
+            audit_created = _with_connection(
+                target, "creating the audit table", lambda c: init_audit_table(c, table)
+            )
+            result = InitResult(
+                result.source,
+                created,
+                tables,
+                audit_table=table,
+                audit_created=audit_created,
+                audit_database=str(source_identity(target)),
+            )
+        run.details = {
+            "created": created,
+            "audit_table": result.audit_table,
+            "audit_created": result.audit_created,
+        }
+    return result
 
 
 def check_database(settings: Settings) -> CheckResult:
@@ -98,4 +130,23 @@ def seed_database(
             progress=progress,
         )
 
-    return _with_connection(settings, "seeding the synthetic portfolio", job)
+    with audited(
+        settings,
+        command="db seed",
+        run_id=new_run_id(),
+        arguments={
+            "loans": loans,
+            "seed": seed,
+            "through": through.isoformat(),
+            "replace": replace,
+        },
+    ) as run:
+        result = _with_connection(settings, "seeding the synthetic portfolio", job)
+        run.details = {
+            "customers": result.customers,
+            "loans": result.loans,
+            "installments": result.installments,
+            "payments": result.payments,
+            "rate_cards": result.rate_cards,
+        }
+    return result

@@ -10,6 +10,7 @@ succeeded.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -20,7 +21,7 @@ from typing import Literal
 import psycopg
 import pyarrow as pa
 
-from abaco_cli import __version__
+from abaco_cli import __version__, metrics
 from abaco_cli.datasets import get_dataset
 from abaco_cli.datasets.base import DatasetSpec, DeriveContext, Params
 from abaco_cli.db.classify import classify
@@ -44,6 +45,7 @@ from abaco_cli.runtime.atomic import (
 )
 from abaco_cli.runtime.lock import dataset_lock
 from abaco_cli.runtime.tree import RuntimeTree
+from abaco_cli.services.auditing import AuditedRun, audited
 from abaco_cli.services.runs import iso, new_run_id, utc_now
 from abaco_cli.settings import Settings
 from abaco_cli.writers.base import BatchWriter, FileContext, open_sink
@@ -303,11 +305,63 @@ def export_datasets(
     command: str = "export",
     progress: ProgressCallback | None = None,
 ) -> list[ExportResult]:
-    """Export every dataset for every as-of date, one snapshot per date, one run id."""
+    """Export every dataset for every as-of date, one snapshot per date, one run id.
+
+    The audit log gets START before anything else happens and COMPLETE or FAIL at the end
+    (on Ctrl-C too); the metrics file is updated after every run, successful or not.
+    """
     specs = [get_dataset(name) for name in dict.fromkeys(datasets)]
-    tree = RuntimeTree(settings.runtime_dir)
     started = utc_now()
     run_id = new_run_id(started)
+    clock = time.monotonic()
+    results: list[ExportResult] = []
+    succeeded = False
+    try:
+        with audited(
+            settings,
+            command=command,
+            run_id=run_id,
+            arguments={
+                "datasets": [s.name for s in specs],
+                "as_of_dates": [d.isoformat() for d in as_of_dates],
+                "formats": list(formats),
+            },
+            datasets=[s.name for s in specs],
+            as_of_dates=[d.isoformat() for d in as_of_dates],
+            started=started,
+        ) as audit:
+            _export(
+                settings,
+                specs,
+                as_of_dates,
+                formats,
+                run_id,
+                started,
+                command,
+                progress,
+                results,
+                audit,
+            )
+        succeeded = True
+    finally:
+        metrics.record(settings, _export_metrics(settings, specs, results, clock, succeeded))
+    return results
+
+
+def _export(
+    settings: Settings,
+    specs: Sequence[DatasetSpec],
+    as_of_dates: Sequence[date],
+    formats: list[str],
+    run_id: str,
+    started: datetime,
+    command: str,
+    progress: ProgressCallback | None,
+    results: list[ExportResult],
+    audit: AuditedRun,
+) -> None:
+    """The run itself: appends to ``results`` (and the audit's outputs) as each date publishes."""
+    tree = RuntimeTree(settings.runtime_dir)
     context = FileContext(
         dataset="",
         table="",
@@ -317,7 +371,6 @@ def export_datasets(
         schema_version=1,
         generated_at=iso(started),
     )
-    results: list[ExportResult] = []
     with ExitStack() as stack:
         for spec in sorted(specs, key=lambda s: s.name):
             stack.enter_context(
@@ -357,14 +410,60 @@ def export_datasets(
                 )
             except OSError as exc:
                 raise WriteError(f"could not write the export: {exc}") from None
-            results += _publish_date(tree, settings, runs, as_of, run_id, started, stale)
+            published = _publish_date(tree, settings, runs, as_of, run_id, started, stale)
+            results += published
+            audit.outputs += [_output(result, f) for result in published for f in result.files]
             _notify(
                 progress,
                 ExportEvent("date", f"as of {as_of}", done=index, total=len(as_of_dates)),
             )
     count = sum(len(r.files) for r in results)
     _notify(progress, ExportEvent("published", f"published {count} files"))
-    return results
+
+
+def _output(result: ExportResult, record: FileRecord) -> dict[str, object]:
+    """One published file as the audit record lists it."""
+    return {
+        "dataset": result.dataset,
+        "as_of_date": result.as_of.isoformat(),
+        "table": record.table,
+        "format": record.format,
+        "path": record.path,
+        "rows": record.rows,
+        "bytes": record.bytes,
+        "sha256": record.sha256,
+    }
+
+
+def _export_metrics(
+    settings: Settings,
+    specs: Sequence[DatasetSpec],
+    results: list[ExportResult],
+    clock: float,
+    succeeded: bool,
+) -> metrics.MetricsUpdate:
+    """Per dataset: when the run ended and how, and the size of its newest as-of date."""
+    finished = time.time()
+    duration = time.monotonic() - clock
+    runs: list[metrics.DatasetRun] = []
+    for spec in specs:
+        mine = [r for r in results if r.dataset == spec.name]
+        newest = max(mine, key=lambda r: r.as_of, default=None)
+        rows: dict[str, int] = {}
+        for record in newest.files if newest else []:
+            rows[record.table] = max(rows.get(record.table, 0), record.rows)
+        runs.append(
+            metrics.DatasetRun(
+                dataset=spec.name,
+                success=succeeded,
+                finished=finished,
+                duration_seconds=duration,
+                freshness_limit_seconds=settings.health.freshness_hours.hours(spec.name) * 3600,
+                rows=rows,
+                bytes=sum(f.bytes for f in newest.files) if newest else 0,
+            )
+        )
+    return metrics.export_update(runs)
 
 
 def export_dataset(

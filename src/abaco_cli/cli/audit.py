@@ -1,0 +1,151 @@
+"""`abaco audit list | show | verify`: read and check the audit trail."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from abaco_cli.cli import console
+from abaco_cli.cli.common import handle_errors, state
+from abaco_cli.durations import parse_duration
+from abaco_cli.errors import ExitCode, UsageError
+from abaco_cli.services.auditing import STATUSES, list_runs, show_run, verify_audit
+
+app = typer.Typer(
+    help="Read and verify the audit trail (who ran what, when, with what outcome).",
+    no_args_is_help=True,
+)
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+@app.command("list")
+@handle_errors
+def list_command(
+    ctx: typer.Context,
+    since: Annotated[
+        str, typer.Option("--since", help="Runs started within this window: Nh, Nd or Nw.")
+    ] = "7d",
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Only runs of this dataset.")
+    ] = None,
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help="Only runs with this outcome: success, failed, incomplete."),
+    ] = None,
+    command: Annotated[
+        str | None,
+        typer.Option("--command", help="Only this command: export, prune, 'db seed', ..."),
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """List runs from the audit log: one line per run, its outcome and exit code."""
+    try:
+        window = parse_duration(since)
+    except ValueError as exc:
+        raise UsageError(f"--since: {exc}") from None
+    if status is not None and status not in STATUSES:
+        raise UsageError(f"--status {status!r} is not one of {', '.join(STATUSES)}")
+    runs = list_runs(
+        state(ctx).settings(), since=window, dataset=dataset, status=status, command=command
+    )
+    if as_json:
+        console.emit_json({"since": since, "runs": [r.to_json() for r in runs]})
+        return
+    if not runs:
+        console.info(f"no audited run in the last {since} matches")
+        return
+    console.table(
+        f"audited runs, last {since}",
+        ["started", "run_id", "command", "status", "exit", "seconds", "as_of", "actor", "error"],
+        [
+            (
+                r.started_at,
+                r.run_id,
+                r.command,
+                r.status,
+                "" if r.exit_code is None else r.exit_code,
+                "" if r.duration_seconds is None else f"{r.duration_seconds:.1f}",
+                ",".join(r.as_of_dates),
+                f"{r.user}@{r.host} ({r.started_by})",
+                r.error or "",
+            )
+            for r in runs
+        ],
+    )
+
+
+def _render_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_render_value(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_render_value(v) for v in value)
+    return "" if value is None else str(value)
+
+
+@app.command("show")
+@handle_errors
+def show_command(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="The run id, as `audit list` shows it.")],
+    as_json: AsJson = False,
+) -> None:
+    """Every audit record of one run, in full."""
+    records = show_run(state(ctx).settings(), run_id)
+    if as_json:
+        console.emit_json({"run_id": run_id, "records": records})
+        return
+    for record in records:
+        outputs = record.get("outputs") or []
+        rows = [
+            (key, _render_value(record.get(key)))
+            for key in sorted(record)
+            if key not in ("outputs", "details")
+        ]
+        if record.get("details"):
+            rows.append(("details", _render_value(record.get("details"))))
+        console.table(f"{record.get('event')} record of run {run_id}", ["field", "value"], rows)
+        if outputs:
+            console.table(
+                f"outputs of run {run_id}",
+                ["path", "rows", "bytes", "sha256"],
+                [(o.get("path"), o.get("rows"), o.get("bytes"), o.get("sha256")) for o in outputs],
+            )
+
+
+@app.command("verify")
+@handle_errors
+def verify_command(ctx: typer.Context, as_json: AsJson = False) -> None:
+    """Recompute the hash chain and re-hash every exported file; exit 1 on any problem."""
+    result = verify_audit(state(ctx).settings())
+    if as_json:
+        console.emit_json(
+            {
+                "ok": result.ok,
+                "audit_log": str(result.log_path),
+                "records": result.records,
+                "manifests": result.manifests,
+                "files_checked": result.files_checked,
+                "problems": [p.to_json() for p in result.problems],
+                "notes": [n.to_json() for n in result.notes],
+            }
+        )
+    else:
+        for note in result.notes:
+            console.info(f"note: {note.message}")
+        if result.ok:
+            console.info(
+                f"audit trail intact: {result.records} records in {result.log_path}; "
+                f"{result.files_checked} files of {result.manifests} manifests match"
+            )
+        else:
+            console.stderr.print(
+                f"abaco: audit verify found {len(result.problems)} problem(s)", highlight=False
+            )
+            console.table(
+                f"audit verify: {len(result.problems)} problem(s)",
+                ["kind", "where", "problem"],
+                [(p.kind, p.where, p.message) for p in result.problems],
+            )
+    if not result.ok:
+        raise typer.Exit(int(ExitCode.FAILED))

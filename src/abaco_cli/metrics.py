@@ -1,0 +1,324 @@
+"""Prometheus metrics in node_exporter's textfile format, shared by every abaco process.
+
+Exports, prunes and healthchecks run as separate processes and each knows only its own
+figures, so a write is a merge: under an flock beside the file, read the current file, change
+only the samples this process knows (the rest stays as it was), then write a temporary file
+and rename it over the old one (``prometheus_client.write_to_textfile``): node_exporter never
+reads half a file. ``abaco_runs_total`` is a counter kept across processes by adding to the
+value in the file (a lost or corrupt file restarts it at 0, which Prometheus reads as a reset).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, write_to_textfile
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from abaco_cli.runtime.tree import RuntimeTree
+from abaco_cli.settings import Settings
+
+log = logging.getLogger("abaco.metrics")
+LabelKey = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # as exposed (a counter's ends in _total)
+    kind: str  # gauge | counter
+    help: str
+    labels: tuple[str, ...] = ()
+
+    @property
+    def base(self) -> str:
+        """The family name prometheus_client uses (a counter's without _total)."""
+        return self.name.removesuffix("_total") if self.kind == "counter" else self.name
+
+
+_FAMILIES = (
+    Family(
+        "abaco_export_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time the dataset's last successful export finished.",
+        ("dataset",),
+    ),
+    Family(
+        "abaco_export_last_run_timestamp_seconds",
+        "gauge",
+        "Unix time the dataset's last export ended, successful or not.",
+        ("dataset",),
+    ),
+    Family(
+        "abaco_export_last_status",
+        "gauge",
+        "Outcome of the dataset's last export: 1 success, 0 failure.",
+        ("dataset",),
+    ),
+    Family(
+        "abaco_export_duration_seconds",
+        "gauge",
+        "Wall time of the dataset's last export run.",
+        ("dataset",),
+    ),
+    Family(
+        "abaco_export_rows",
+        "gauge",
+        "Rows per table in the dataset's last successful export (newest as-of date of the run).",
+        ("dataset", "table"),
+    ),
+    Family(
+        "abaco_export_bytes",
+        "gauge",
+        "Bytes of every file of the dataset's last successful export (newest as-of date).",
+        ("dataset",),
+    ),
+    Family(
+        "abaco_export_freshness_limit_seconds",
+        "gauge",
+        "Configured age after which the dataset's newest successful export is stale.",
+        ("dataset",),
+    ),
+    Family(
+        "abaco_runs_total",
+        "counter",
+        "Runs of abaco commands by outcome (success or failure).",
+        ("command", "status"),
+    ),
+    Family("abaco_prune_last_run_timestamp_seconds", "gauge", "Unix time the last prune ended."),
+    Family(
+        "abaco_prune_deleted_runs",
+        "gauge",
+        "Runs the last prune removed, per dataset.",
+        ("dataset",),
+    ),
+    Family("abaco_prune_freed_bytes", "gauge", "Bytes the last prune freed."),
+    Family(
+        "abaco_healthcheck_status",
+        "gauge",
+        "State of each health check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+        ("check",),
+    ),
+    Family(
+        "abaco_healthcheck_last_run_timestamp_seconds",
+        "gauge",
+        "Unix time the last healthcheck ran.",
+    ),
+    Family(
+        "abaco_disk_free_ratio",
+        "gauge",
+        "Free share of the file system holding the runtime tree (0 to 1).",
+    ),
+)
+FAMILIES: dict[str, Family] = {f.name: f for f in _FAMILIES}
+_BY_BASE: dict[str, Family] = {f.base: f for f in _FAMILIES}
+
+
+def _key(labels: dict[str, str]) -> LabelKey:
+    return tuple(sorted(labels.items()))
+
+
+@dataclass
+class MetricsUpdate:
+    """What one process changes: samples to drop, gauges to set, counters to add to."""
+
+    cleared: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    gauges: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
+    increments: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
+
+    def clear(self, name: str, **labels: str) -> None:
+        """Drop every sample of ``name`` whose labels include ``labels`` (all when none)."""
+        self.cleared.append((FAMILIES[name].name, labels))
+
+    def gauge(self, name: str, value: float, **labels: str) -> None:
+        self._check(name, labels, "gauge")
+        self.gauges.append((name, labels, float(value)))
+
+    def count(self, name: str, amount: float = 1.0, **labels: str) -> None:
+        self._check(name, labels, "counter")
+        self.increments.append((name, labels, float(amount)))
+
+    @staticmethod
+    def _check(name: str, labels: dict[str, str], kind: str) -> None:
+        family = FAMILIES[name]
+        if family.kind != kind or set(labels) != set(family.labels):
+            raise ValueError(f"{name} is a {family.kind} with labels {family.labels}")
+
+
+class _State:
+    """The file's content: known families by name, and any other family verbatim."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, dict[LabelKey, float]] = {f.name: {} for f in _FAMILIES}
+        self.foreign: list[Metric] = []
+
+    @classmethod
+    def parse(cls, text: str) -> _State:
+        state = cls()
+        for metric in text_string_to_metric_families(text):
+            family = _BY_BASE.get(metric.name)
+            if family is None:
+                state.foreign.append(metric)
+                continue
+            for sample in metric.samples:
+                if sample.name == family.name:
+                    state.samples[family.name][_key(dict(sample.labels))] = float(sample.value)
+        return state
+
+    def apply(self, update: MetricsUpdate) -> None:
+        for name, labels in update.cleared:
+            wanted = set(labels.items())
+            table = self.samples[name]
+            for key in [k for k in table if wanted <= set(k)]:
+                del table[key]
+        for name, labels, value in update.gauges:
+            self.samples[name][_key(labels)] = value
+        for name, labels, amount in update.increments:
+            table = self.samples[name]
+            table[_key(labels)] = table.get(_key(labels), 0.0) + amount
+
+    def collect(self) -> Iterator[Metric]:
+        for family in _FAMILIES:
+            table = self.samples[family.name]
+            if not table:
+                continue
+            metric: GaugeMetricFamily | CounterMetricFamily
+            if family.kind == "counter":
+                metric = CounterMetricFamily(family.base, family.help, labels=family.labels)
+            else:
+                metric = GaugeMetricFamily(family.name, family.help, labels=family.labels)
+            for key, value in sorted(table.items()):
+                labels = dict(key)
+                metric.add_metric([labels[n] for n in family.labels], value)
+            yield metric
+        yield from self.foreign
+
+
+class _Collector:
+    def __init__(self, state: _State) -> None:
+        self.state = state
+
+    def collect(self) -> Iterable[Metric]:
+        return list(self.state.collect())
+
+
+def metrics_path(settings: Settings) -> Path:
+    return settings.metrics.path or RuntimeTree(settings.runtime_dir).metrics_file
+
+
+def _lock(handle: int, timeout_seconds: float) -> bool:
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+
+def write_metrics(path: Path, update: MetricsUpdate, *, lock_timeout_seconds: float = 10) -> None:
+    """Merge ``update`` into the textfile at ``path`` (created if missing), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        if not _lock(fd, lock_timeout_seconds):
+            raise TimeoutError(f"{path}.lock is held by another process")
+        try:
+            state = _State.parse(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            state = _State()
+        except (OSError, ValueError) as exc:
+            log.warning("starting %s afresh: the current file cannot be read (%s)", path, exc)
+            state = _State()
+        state.apply(update)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Collector(state))
+        write_to_textfile(str(path), registry)
+    finally:
+        os.close(fd)
+
+
+def record(settings: Settings, update: MetricsUpdate) -> None:
+    """Write ``update`` unless metrics are off; a failure is logged, never raised: metrics must
+    not fail the job they describe."""
+    if not settings.metrics.enabled:
+        return
+    path = metrics_path(settings)
+    try:
+        write_metrics(path, update)
+    except (OSError, ValueError) as exc:
+        log.warning("could not write the metrics file %s: %s", path, exc)
+
+
+# ------------------------------------------------------------------------- what each job reports
+
+
+@dataclass(frozen=True)
+class DatasetRun:
+    """One dataset's part of an export run, as metrics describe it."""
+
+    dataset: str
+    success: bool
+    finished: float  # unix time
+    duration_seconds: float
+    freshness_limit_seconds: float
+    rows: dict[str, int] = field(default_factory=dict)  # table -> rows (newest as-of date)
+    bytes: int = 0
+
+
+def export_update(runs: list[DatasetRun]) -> MetricsUpdate:
+    update = MetricsUpdate()
+    for run in runs:
+        labels = {"dataset": run.dataset}
+        update.gauge("abaco_export_last_run_timestamp_seconds", run.finished, **labels)
+        update.gauge("abaco_export_last_status", 1 if run.success else 0, **labels)
+        update.gauge("abaco_export_duration_seconds", run.duration_seconds, **labels)
+        update.gauge("abaco_export_freshness_limit_seconds", run.freshness_limit_seconds, **labels)
+        if run.success:
+            update.gauge("abaco_export_last_success_timestamp_seconds", run.finished, **labels)
+            update.gauge("abaco_export_bytes", run.bytes, **labels)
+            update.clear("abaco_export_rows", **labels)
+            for table, rows in run.rows.items():
+                update.gauge("abaco_export_rows", rows, dataset=run.dataset, table=table)
+    success = all(run.success for run in runs)
+    update.count("abaco_runs_total", command="export", status="success" if success else "failure")
+    return update
+
+
+def prune_update(
+    finished: float, deleted_runs: dict[str, int], freed_bytes: int, *, success: bool
+) -> MetricsUpdate:
+    update = MetricsUpdate()
+    update.gauge("abaco_prune_last_run_timestamp_seconds", finished)
+    update.clear("abaco_prune_deleted_runs")
+    for dataset, count in deleted_runs.items():
+        update.gauge("abaco_prune_deleted_runs", count, dataset=dataset)
+    update.gauge("abaco_prune_freed_bytes", freed_bytes)
+    update.count("abaco_runs_total", command="prune", status="success" if success else "failure")
+    return update
+
+
+def health_update(
+    finished: float,
+    statuses: dict[str, int],
+    *,
+    disk_free_ratio: float | None,
+    freshness_limits: dict[str, float],
+) -> MetricsUpdate:
+    update = MetricsUpdate()
+    update.gauge("abaco_healthcheck_last_run_timestamp_seconds", finished)
+    for check, status in statuses.items():
+        update.gauge("abaco_healthcheck_status", status, check=check)
+    if disk_free_ratio is not None:
+        update.gauge("abaco_disk_free_ratio", disk_free_ratio)
+    for dataset, seconds in freshness_limits.items():
+        update.gauge("abaco_export_freshness_limit_seconds", seconds, dataset=dataset)
+    return update

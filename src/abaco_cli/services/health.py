@@ -1,0 +1,453 @@
+"""`abaco healthcheck`: is abaco able to do its job, and has it been doing it?
+
+Each check ends in a monitoring-plugin state: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (could
+not tell). The overall state is the worst, ranked CRITICAL > WARNING > UNKNOWN > OK (the
+order of monitoring-plugins' ``max_state_alt``), and is the command's exit code.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from abaco_cli import metrics
+from abaco_cli.datasets import REGISTRY
+from abaco_cli.db.classify import classify, scrub
+from abaco_cli.db.connect import Connection, connect, secrets_of
+from abaco_cli.db.contract import check_contract
+from abaco_cli.errors import AbacoError
+from abaco_cli.runtime.inventory import dataset_dirs, exported_runs
+from abaco_cli.runtime.tree import RuntimeTree
+from abaco_cli.services.auditing import audit_log_path, check_audit_chain, redaction_secrets
+from abaco_cli.services.runs import iso, utc_now
+from abaco_cli.settings import Settings
+
+CHECKS = ("config", "db", "contract", "freshness", "runtime", "disk", "audit", "locks")
+
+
+class State(IntEnum):
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+
+_RANK = {State.OK: 0, State.UNKNOWN: 1, State.WARNING: 2, State.CRITICAL: 3}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    state: State
+    summary: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "check": self.name,
+            "state": self.state.name,
+            "code": int(self.state),
+            "summary": self.summary,
+            "details": self.details,
+        }
+
+
+@dataclass
+class HealthReport:
+    checks: list[Check]
+    checked_at: str
+    perfdata: list[str] = field(default_factory=list)
+
+    @property
+    def state(self) -> State:
+        if not self.checks:
+            return State.UNKNOWN
+        return max((c.state for c in self.checks), key=lambda s: _RANK[s])
+
+    def line(self) -> str:
+        """One monitoring-plugin line: ``ABACO OK - ... | perfdata``."""
+        bad = [c for c in self.checks if c.state != State.OK]
+        if bad:
+            worst_first = sorted(bad, key=lambda c: -_RANK[c.state])
+            text = "; ".join(f"{c.name} {c.state.name}: {c.summary}" for c in worst_first)
+        else:
+            names = ", ".join(c.name for c in self.checks)
+            text = f"all {len(self.checks)} checks OK ({names})"
+        perf = f" | {' '.join(self.perfdata)}" if self.perfdata else ""
+        return f"ABACO {self.state.name} - {text}{perf}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.state.name,
+            "code": int(self.state),
+            "checked_at": self.checked_at,
+            "summary": self.line(),
+            "checks": [c.to_json() for c in self.checks],
+        }
+
+
+def parse_checks(text: str | None) -> list[str]:
+    """``db,freshness`` -> the checks in their usual order; ValueError naming an unknown one."""
+    if text is None:
+        return list(CHECKS)
+    wanted = [part.strip().lower() for part in text.split(",") if part.strip()]
+    unknown = [name for name in wanted if name not in CHECKS]
+    if unknown or not wanted:
+        raise ValueError(
+            f"unknown check {', '.join(unknown) or '(none given)'}; choose from {', '.join(CHECKS)}"
+        )
+    return [name for name in CHECKS if name in wanted]
+
+
+# ------------------------------------------------------------------------------------- checks
+
+
+class _Context:
+    """What several checks share: the settings, the clock, one database connection."""
+
+    def __init__(self, settings: Settings, now: datetime) -> None:
+        self.settings = settings
+        self.now = now
+        self.tree = RuntimeTree(settings.runtime_dir)
+        self.conn: Connection | None = None
+        self.db_error: str | None = None
+        self.disk_free_ratio: float | None = None
+        self.perfdata: list[str] = []
+
+    def connection(self) -> Connection | None:
+        if self.conn is None and self.db_error is None:
+            quick = self.settings.model_copy(
+                update={"connect_timeout_seconds": self.settings.health.db_timeout_seconds}
+            )
+            try:
+                self.conn = connect(quick, read_only=True)
+            except AbacoError as exc:
+                self.db_error = exc.message
+        return self.conn
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+def _config(ctx: _Context) -> Check:
+    settings = ctx.settings
+    notes: list[str] = []
+    unknown = [d for d in settings.health.datasets if d not in REGISTRY]
+    if unknown:
+        notes.append(f"health.datasets names unknown dataset(s): {', '.join(unknown)}")
+    unknown = [d for d in settings.prune.datasets if d not in REGISTRY]
+    if unknown:
+        notes.append(f"prune.datasets names unknown dataset(s): {', '.join(unknown)}")
+    if notes:
+        return Check("config", State.WARNING, "; ".join(notes))
+    return Check("config", State.OK, "configuration is valid")
+
+
+def _db(ctx: _Context) -> Check:
+    started = time.monotonic()
+    conn = ctx.connection()
+    if conn is None:
+        return Check("db", State.CRITICAL, f"unreachable: {ctx.db_error}")
+    connect_ms = (time.monotonic() - started) * 1000
+    try:
+        started = time.monotonic()
+        with conn.transaction():
+            timeout_ms = int(ctx.settings.health.db_timeout_seconds) * 1000
+            conn.execute(f"SET LOCAL statement_timeout = {timeout_ms}")
+            conn.execute("SELECT 1").fetchone()
+        latency_ms = (time.monotonic() - started) * 1000
+    except psycopg.Error as exc:
+        error = classify(exc, secrets=secrets_of(ctx.settings), during="SELECT 1")
+        return Check("db", State.CRITICAL, f"no answer: {error.message}")
+    details = {"latency_ms": round(latency_ms, 1), "connect_ms": round(connect_ms, 1)}
+    limit = ctx.settings.health.db_latency_warning_ms
+    ctx.perfdata.append(f"db_latency={latency_ms / 1000:.4f}s;{limit / 1000:g};;0")
+    if latency_ms > limit:
+        return Check("db", State.WARNING, f"slow: SELECT 1 took {latency_ms:.0f} ms", details)
+    return Check(
+        "db",
+        State.OK,
+        f"reachable: SELECT 1 in {latency_ms:.1f} ms (connect {connect_ms:.0f} ms)",
+        details,
+    )
+
+
+def _contract(ctx: _Context) -> Check:
+    conn = ctx.connection()
+    if conn is None:
+        return Check("contract", State.UNKNOWN, "cannot tell: the database is unreachable")
+    try:
+        problems = check_contract(conn, ctx.settings.tables)
+        conn.rollback()
+    except psycopg.Error as exc:
+        error = classify(exc, secrets=secrets_of(ctx.settings), during="checking the contract")
+        return Check("contract", State.UNKNOWN, error.message)
+    if problems:
+        more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
+        return Check(
+            "contract",
+            State.CRITICAL,
+            f"not satisfied: {problems[0]}{more} (`abaco db check` lists them)",
+            {"problems": [str(p) for p in problems]},
+        )
+    return Check("contract", State.OK, "source contract satisfied")
+
+
+def freshness_datasets(settings: Settings) -> list[str]:
+    return list(settings.health.datasets) or sorted(REGISTRY)
+
+
+def _freshness(ctx: _Context) -> Check:
+    parts: list[str] = []
+    details: dict[str, Any] = {}
+    worst = State.OK
+    for dataset in freshness_datasets(ctx.settings):
+        limit = ctx.settings.health.freshness_hours.hours(dataset)
+        finished = [
+            r.finished_at
+            for r in exported_runs(ctx.tree, dataset)
+            if r.successful and r.finished_at is not None
+        ]
+        if not finished:
+            worst = State.CRITICAL
+            parts.append(f"{dataset} never exported successfully (limit {limit:g}h)")
+            details[dataset] = {"limit_hours": limit, "age_hours": None, "last_success": None}
+            continue
+        newest = max(finished)
+        age = max((ctx.now - newest).total_seconds() / 3600, 0.0)
+        details[dataset] = {
+            "limit_hours": limit,
+            "age_hours": round(age, 2),
+            "last_success": iso(newest),
+        }
+        ctx.perfdata.append(f"age_{dataset}={age * 3600:.0f}s;;{limit * 3600:.0f};0")
+        if age > limit:
+            worst = State.CRITICAL
+            parts.append(f"{dataset} stale: last success {age:.1f}h ago (limit {limit:g}h)")
+        else:
+            parts.append(f"{dataset} {age:.1f}h old (limit {limit:g}h)")
+    if not parts:
+        return Check("freshness", State.OK, "no dataset to check")
+    return Check("freshness", worst, ", ".join(parts), details)
+
+
+def _probe(folder: Path) -> str | None:
+    """None when a file can be created, written, synced and removed in ``folder``."""
+    probe = folder / f".abaco-healthcheck-{os.getpid()}.tmp"
+    try:
+        with probe.open("w", encoding="utf-8") as handle:
+            handle.write("ok\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        probe.unlink()
+    except OSError as exc:
+        probe.unlink(missing_ok=True)
+        return f"{folder} is not writable: {exc.strerror or exc}"
+    return None
+
+
+def _runtime(ctx: _Context) -> Check:
+    root = ctx.settings.runtime_dir
+    if not root.exists():
+        parent = next((p for p in root.absolute().parents if p.exists()), None)
+        if parent is None or _probe(parent) is not None:
+            return Check("runtime", State.CRITICAL, f"{root} does not exist and cannot be created")
+        return Check(
+            "runtime", State.WARNING, f"{root} does not exist yet (the first export creates it)"
+        )
+    if not root.is_dir():
+        return Check("runtime", State.CRITICAL, f"{root} is not a folder")
+    folders = [root, ctx.tree.exports, audit_log_path(ctx.settings).parent]
+    folders.append(metrics.metrics_path(ctx.settings).parent)
+    for folder in folders:
+        if folder.is_dir():
+            problem = _probe(folder)
+            if problem is not None:
+                return Check("runtime", State.CRITICAL, problem)
+    marked = [
+        f"{run.dataset} as of {run.as_of_date}"
+        for folder in dataset_dirs(ctx.tree)
+        for run in exported_runs(ctx.tree, folder.name)
+        if run.marked
+    ]
+    if marked:
+        return Check(
+            "runtime",
+            State.WARNING,
+            f"an interrupted prune left {len(marked)} run(s) half-removed "
+            f"({', '.join(marked)}); the next `abaco prune` finishes them",
+            {"interrupted_prune": marked},
+        )
+    return Check("runtime", State.OK, f"{root} is writable")
+
+
+def _disk(ctx: _Context) -> Check:
+    target = ctx.settings.runtime_dir.absolute()
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    usage = shutil.disk_usage(target)
+    ratio = usage.free / usage.total if usage.total else 0.0
+    ctx.disk_free_ratio = ratio
+    health = ctx.settings.health
+    ctx.perfdata.append(
+        f"disk_free={ratio * 100:.1f}%;{health.disk_free_warning_ratio * 100:g};"
+        f"{health.disk_free_critical_ratio * 100:g};0;100"
+    )
+    text = f"{ratio:.1%} free on {target} ({usage.free / 2**30:.1f} GiB)"
+    details = {"free_ratio": round(ratio, 4), "free_bytes": usage.free, "path": str(target)}
+    if ratio < health.disk_free_critical_ratio:
+        return Check("disk", State.CRITICAL, text, details)
+    if ratio < health.disk_free_warning_ratio:
+        return Check("disk", State.WARNING, text, details)
+    return Check("disk", State.OK, text, details)
+
+
+def _audit(ctx: _Context) -> Check:
+    records, problems = check_audit_chain(ctx.settings)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return Check(
+            "audit",
+            State.CRITICAL,
+            f"chain broken: {problems[0].message}{more}; run `abaco audit verify`",
+            {"problems": [p.message for p in problems]},
+        )
+    if not records:
+        return Check("audit", State.OK, "no audit records yet")
+    return Check("audit", State.OK, f"chain intact ({records} records)")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _locks(ctx: _Context) -> Check:
+    folder = ctx.tree.locks
+    stale: list[str] = []
+    held: list[str] = []
+    if folder.is_dir():
+        for path in sorted(folder.glob("*.lock")):
+            if path.is_symlink() or not path.is_file():
+                continue
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    held.append(path.stem)
+                    continue
+                try:
+                    text = os.read(fd, 65536).decode("utf-8", "replace").strip()
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+            if not text:
+                continue  # released cleanly
+            stale.append(f"{path.name} ({_stale_holder(text)})")
+    if stale:
+        return Check(
+            "locks",
+            State.WARNING,
+            f"stale lock(s) left by a process that died: {'; '.join(stale)}",
+            {"stale": stale, "held": held},
+        )
+    summary = f"held now: {', '.join(held)}" if held else "no lock held"
+    return Check("locks", State.OK, f"no stale lock; {summary}", {"held": held})
+
+
+def _stale_holder(text: str) -> str:
+    try:
+        info = json.loads(text)
+    except ValueError:
+        return "holder info unreadable"
+    if not isinstance(info, dict):
+        return "holder info unreadable"
+    pid, host = info.get("pid"), info.get("host")
+    fate = "is gone"
+    if isinstance(pid, int) and host == socket.gethostname() and _pid_alive(pid):
+        fate = "is alive but no longer holds it"
+    return (
+        f"pid {pid} on {host} {fate}; run {info.get('run_id')}, `{info.get('command')}`, "
+        f"since {info.get('since')}"
+    )
+
+
+_RUNNERS: dict[str, Callable[[_Context], Check]] = {
+    "config": _config,
+    "db": _db,
+    "contract": _contract,
+    "freshness": _freshness,
+    "runtime": _runtime,
+    "disk": _disk,
+    "audit": _audit,
+    "locks": _locks,
+}
+
+
+def run_healthcheck(
+    settings: Settings | None,
+    *,
+    checks: list[str] | None = None,
+    config_error: str | None = None,
+    now: datetime | None = None,
+) -> HealthReport:
+    """Run the chosen checks; ``settings`` is None when the configuration is invalid (then
+    config is CRITICAL and every other check UNKNOWN). Writes the metrics file."""
+    chosen = checks or list(CHECKS)
+    moment = now or utc_now()
+    if settings is None:
+        results = [
+            Check("config", State.CRITICAL, config_error or "invalid configuration")
+            if name == "config"
+            else Check(name, State.UNKNOWN, "cannot tell: the configuration is invalid")
+            for name in chosen
+        ]
+        return HealthReport(results, iso(moment))
+    ctx = _Context(settings, moment)
+    secrets = redaction_secrets(settings)
+    results = []
+    try:
+        for name in chosen:
+            try:
+                results.append(_RUNNERS[name](ctx))
+            except (OSError, ValueError, AbacoError, psycopg.Error) as exc:
+                message = exc.message if isinstance(exc, AbacoError) else str(exc)
+                results.append(
+                    Check(name, State.UNKNOWN, f"check failed: {scrub(message, secrets)}")
+                )
+    finally:
+        ctx.close()
+    report = HealthReport(results, iso(moment), ctx.perfdata)
+    limits = {
+        d: settings.health.freshness_hours.hours(d) * 3600 for d in freshness_datasets(settings)
+    }
+    metrics.record(
+        settings,
+        metrics.health_update(
+            time.time(),
+            {c.name: int(c.state) for c in results},
+            disk_free_ratio=ctx.disk_free_ratio,
+            freshness_limits=limits,
+        ),
+    )
+    return report
