@@ -4,13 +4,16 @@ The invariants: a private, versioned bucket whose lifecycle matches the VM's pru
 with soft delete and an optional retention lock; a notification on OBJECT_FINALIZE that the
 storage service agent may publish; dead letters; least-privilege service accounts granted on the
 bucket or the subscription, never on the project; BigQuery external tables over the Parquet
-files of the runtime tree; typed and described variables; `terraform fmt` clean.
+files of the runtime tree, Hive-partitioned on as_of_date (which the Parquet files leave to the
+folder name); typed and described variables; `terraform fmt` clean.
 `terraform validate` needs the provider registry and is not run here (terraform/README.md).
 """
 
 from __future__ import annotations
 
+import csv
 import fnmatch
+import json
 import re
 import shutil
 import subprocess
@@ -20,10 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import hcl2
+import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
 
 from abaco_cli.datasets import REGISTRY
 from abaco_cli.runtime.tree import RuntimeTree
+from tests.conftest import invoke
+from tests.ops import add_loans
 
 ROOT = Path(__file__).resolve().parent.parent
 TERRAFORM = ROOT / "terraform"
@@ -377,13 +384,24 @@ def test_external_tables_read_the_parquet_files_of_the_runtime_tree() -> None:
     )
     assert uri == f"{prefix}/*.parquet"
 
-    # Hive partitioning: the table folder, then the as_of_date=D folders.
+    # Hive partitioning, on by default: the table folder, then the as_of_date=D folders, the key
+    # typed DATE (CUSTOM mode). The Parquet files do not carry the key as a column (below).
     hive = dynamic(config, "hive_partitioning_options")
     assert "var.hive_partitioning" in hive["for_each"]
     options = hive["content"][0]
-    assert options["mode"] in ("AUTO", "CUSTOM")
-    expected = f"{prefix}/{{as_of_date:DATE}}" if options["mode"] == "CUSTOM" else f"{prefix}/"
-    assert options["source_uri_prefix"] == expected
+    assert options["mode"] == "CUSTOM"
+    assert options["source_uri_prefix"] == f"{prefix}/{{as_of_date:DATE}}"
+    assert options["require_partition_filter"] == "${var.require_partition_filter}"
+    assert default(BIGQUERY, "hive_partitioning") is True
+    assert default(BIGQUERY, "require_partition_filter") is False
+    assert default(EXAMPLE, "hive_partitioning") is True
+    bigquery = next(
+        body
+        for entry in module(EXAMPLE).get("module", [])
+        for name, body in entry.items()
+        if name == "bigquery"
+    )
+    assert bigquery["hive_partitioning"] == "${var.hive_partitioning}"
 
     # The pattern matches what abaco really writes, and only the Parquet files.
     exports_prefix = default(BIGQUERY, "exports_prefix")
@@ -398,6 +416,33 @@ def test_external_tables_read_the_parquet_files_of_the_runtime_tree() -> None:
             assert fnmatch.fnmatch(relative, pattern) == (file_format == "parquet"), relative
         manifest = tree.manifest_path(spec["dataset"], date(2025, 6, 30))
         assert not fnmatch.fnmatch(f"exports/{manifest.relative_to(tree.exports)}", pattern)
+
+
+def test_parquet_files_leave_the_partition_key_to_the_folder(
+    cli: CliRunner, db_conninfo: str, runtime_dir: Path
+) -> None:
+    """What Hive partitioning needs of the files abaco really writes: BigQuery refuses a partition
+    key that is also a column in the files, so the Parquet files carry as_of_date only in their
+    folder name and their key-value metadata; CSV and JSON keep the column."""
+    add_loans(db_conninfo)
+    done = invoke(cli, "export", "dpd", "--as-of", "2025-06-30", "--format", "parquet,csv,json")
+    assert done.exit_code == 0, done.output
+    tree = RuntimeTree(runtime_dir)
+    for spec in default(BIGQUERY, "tables").values():
+        day = date(2025, 6, 30)
+        parquet = tree.table_file(spec["dataset"], spec["table"], day, "parquet")
+        assert parquet.parent.name == "as_of_date=2025-06-30"
+        schema = pq.read_schema(parquet)
+        assert "as_of_date" not in schema.names, f"{parquet.name} carries as_of_date"
+        assert (schema.metadata or {}).get(b"abaco.as_of_date") == b"2025-06-30"
+        csv_file = tree.table_file(spec["dataset"], spec["table"], day, "csv")
+        with csv_file.open(encoding="utf-8", newline="") as handle:
+            header = next(csv.reader(handle))
+        assert "as_of_date" in header, csv_file.name
+        document = json.loads(
+            tree.table_file(spec["dataset"], spec["table"], day, "json").read_text("utf-8")
+        )
+        assert "as_of_date" in [column["name"] for column in document["columns"]]
 
 
 def test_external_tables_cover_every_exported_table() -> None:

@@ -53,6 +53,6 @@ variable "extra_consumer_members" {
 
 variable "hive_partitioning" {
   type        = bool
-  description = "BigQuery partition pruning on as_of_date; only once the Parquet files no longer carry as_of_date (modules/bigquery_exports)."
-  default     = false
+  description = "BigQuery partition pruning on as_of_date (the as_of_date=D folders); false only while the bucket holds Parquet files that still carry an as_of_date column (modules/bigquery_exports)."
+  default     = true
 }

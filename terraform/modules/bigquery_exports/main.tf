@@ -3,7 +3,9 @@
  * of the runtime tree in the landing bucket:
  *   gs://BUCKET/exports/<dataset>/<table>/as_of_date=D/<dataset>_<table>_D.parquet
  * External tables hold no data: BigQuery reads the Parquet files at query time, so a new as-of
- * date is queryable as soon as its file lands.
+ * date is queryable as soon as its file lands. With hive_partitioning (the default), as_of_date
+ * comes from the as_of_date=D folder name (the Parquet files do not carry it as a column), and a
+ * filter on it reads only the matching folders.
  */
 
 locals {
@@ -47,6 +49,8 @@ resource "google_bigquery_table" "exports" {
       "gs://${var.bucket_name}/${var.exports_prefix}/${each.value.dataset}/${each.value.table}/*.parquet",
     ]
 
+    # The partition key lives only in the folder name: BigQuery refuses a key that is also a
+    # column inside the files, so this stays off for Parquet files that still carry as_of_date.
     dynamic "hive_partitioning_options" {
       for_each = var.hive_partitioning ? [1] : []
       content {

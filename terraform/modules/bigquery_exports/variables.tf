@@ -48,8 +48,8 @@ variable "tables" {
 
 variable "hive_partitioning" {
   type        = bool
-  description = "Read the as_of_date=D folders as a Hive partition key (DATE), so that a filter on as_of_date prunes files. BigQuery refuses a partition key that is also a column inside the files, and abaco's Parquet files carry as_of_date today: leave this false until they stop doing so (terraform/README.md). With false, as_of_date comes from the files and every query reads every file."
-  default     = false
+  description = "Read the as_of_date=D folders as a Hive partition key (mode CUSTOM, {as_of_date:DATE}), so that a filter on as_of_date reads only the matching folders. abaco's Parquet files do not carry as_of_date as a column (the folder name and the key-value metadata abaco.as_of_date do), which BigQuery requires of a partition key. Set false only for a bucket that still holds Parquet files from an abaco release that wrote the column (terraform/README.md): BigQuery refuses a partition key that is also a column in the files."
+  default     = true
 }
 
 variable "require_partition_filter" {
