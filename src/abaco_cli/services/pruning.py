@@ -317,8 +317,9 @@ def _unknown(tree: RuntimeTree, folder: Path, known: set[str]) -> list[UnknownFi
             in_manifests = here.name == "_manifests" and here.parent == folder
             if in_manifests and not path.is_symlink() and name.endswith((".json", ".pruning")):
                 continue
-            if Path(name).stem == "latest" and not path.is_symlink():
-                continue  # a dataset's stable alias of its newest file (kpi/json/latest.json)
+            stem = Path(name).stem
+            if (stem == "latest" or stem.endswith("_latest")) and not path.is_symlink():
+                continue  # a stable alias of the newest file (kpi/json/kpi_latest.json)
             if path.is_symlink():
                 reason = "symbolic link: never followed"
             elif name.startswith(".") and name.endswith(TEMP_SUFFIX):
