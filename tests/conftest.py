@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pyarrow as pa
+import pyarrow.dataset as ds
 import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -139,6 +141,19 @@ def cli_env(
 @pytest.fixture
 def cli(cli_env: dict[str, str]) -> CliRunner:
     return CliRunner()
+
+
+def read_parquet_export(path: Path) -> pa.Table:
+    """Read one exported Parquet file as a query engine does: as_of_date from its Hive folder."""
+    key = path.parent.name.partition("=")[0]
+    dataset = ds.dataset(
+        path,
+        format="parquet",
+        partitioning=ds.partitioning(pa.schema([(key, pa.date32())]), flavor="hive"),
+        partition_base_dir=str(path.parent.parent),
+    )
+    table = dataset.to_table()
+    return table.select([key, *(name for name in table.column_names if name != key)])
 
 
 def invoke(runner: CliRunner, *args: str) -> Any:

@@ -23,12 +23,12 @@ from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from abaco_cli.services.exporting import export_dataset
 from abaco_cli.settings import DpdBucket, DpdPolicy, Settings
 from portfolio import Portfolio
+from tests.conftest import read_parquet_export
 
 D = date(2024, 6, 30)
 EARLY = date(2023, 12, 1)  # a disbursement date before every due date used below
@@ -58,7 +58,8 @@ def export_dpd(settings: Settings, as_of: date = D) -> DpdExport:
     """Run the real export and read both Parquet tables back."""
     result = export_dataset(settings, "dpd", as_of, ["parquet"])
     tables = {
-        record.table: pq.read_table(settings.exports_dir / record.path) for record in result.files
+        record.table: read_parquet_export(settings.exports_dir / record.path)
+        for record in result.files
     }
     assert set(tables) == {"loans", "aging"}
     loans = {row["loan_id"]: row for row in tables["loans"].to_pylist()}

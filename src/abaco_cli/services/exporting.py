@@ -172,7 +172,6 @@ def _stage_table(
     stream = QueryStream(
         conn, table_spec.build_query(settings), params, batch_rows=settings.batch_rows
     )
-    columns = [{"name": f.name, "type": str(f.type)} for f in stream.schema]
     _notify(progress, ExportEvent("table", f"exporting {spec.name}/{table}", table=table))
     mine = [s for s in staged if s.planned.table == table]
     kept: list[pa.RecordBatch] = []
@@ -197,7 +196,7 @@ def _stage_table(
             writer.sink.flush()
             os.fsync(writer.sink.fileno())
             item.rows = writer.rows
-            item.columns = columns
+            item.columns = [{"name": f.name, "type": str(f.type)} for f in writer.file_schema]
     if not table_spec.collect:
         return None
     return pa.Table.from_batches(kept, schema=stream.schema)
@@ -370,6 +369,7 @@ def _export(
         tool_version=__version__,
         schema_version=1,
         generated_at=iso(started),
+        partition_columns=("as_of_date",),
     )
     with ExitStack() as stack:
         for spec in sorted(specs, key=lambda s: s.name):

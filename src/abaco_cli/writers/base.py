@@ -22,6 +22,9 @@ class FileContext:
     tool_version: str
     schema_version: int
     generated_at: str
+    # Columns whose value is in the Hive partition folder (as_of_date=...): Parquet files leave
+    # them out, as query engines expect; CSV and JSON keep them for people and spreadsheets.
+    partition_columns: tuple[str, ...] = ()
 
     def as_metadata(self) -> dict[str, str]:
         return {
@@ -46,6 +49,7 @@ class BatchWriter(ABC):
         self.context = context
         self.rows = 0
         self.closed = False
+        self.file_schema = schema  # the columns the file really holds
 
     def write(self, batch: pa.RecordBatch) -> None:
         self.rows += batch.num_rows
