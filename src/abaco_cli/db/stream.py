@@ -22,7 +22,7 @@ from psycopg import sql
 from abaco_cli.db.typemap import schema_of
 from abaco_cli.errors import DataError
 
-_BLOCK_BYTES = 1 << 22  # 4 MiB of CSV text per parsed block
+_BLOCK_BYTES = 1 << 20
 _COLUMN_IN_ERROR = re.compile(r"CSV column #(\d+)")
 _NON_FINITE = re.compile(r"'(-?infinity|NaN|-?Infinity)'", re.IGNORECASE)
 
