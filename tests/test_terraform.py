@@ -425,7 +425,17 @@ def test_parquet_files_leave_the_partition_key_to_the_folder(
     key that is also a column in the files, so the Parquet files carry as_of_date only in their
     folder name and their key-value metadata; CSV and JSON keep the column."""
     add_loans(db_conninfo)
-    done = invoke(cli, "export", "dpd", "--as-of", "2025-06-30", "--format", "parquet,csv,json")
+    done = invoke(
+        cli,
+        "export",
+        "all",
+        "--as-of",
+        "2025-06-30",
+        "--months",
+        "2",
+        "--format",
+        "parquet,csv,json",
+    )
     assert done.exit_code == 0, done.output
     tree = RuntimeTree(runtime_dir)
     for spec in default(BIGQUERY, "tables").values():

@@ -98,6 +98,143 @@ class DpdPolicy(BaseModel):
         return self
 
 
+_KPI_KEY = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class KpiThreshold(BaseModel):
+    """Traffic-light bounds of one KPI, in the KPI's own unit (ratios are fractions).
+
+    lower_is_better: green when value <= green, amber when value <= amber, else red.
+    higher_is_better: green when value >= green, amber when value >= amber, else red.
+    """
+
+    direction: str = Field(pattern="^(lower|higher)_is_better$")
+    green: float
+    amber: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> KpiThreshold:
+        if self.direction == "lower_is_better" and self.green > self.amber:
+            raise ValueError("lower_is_better: amber must be at or above green")
+        if self.direction == "higher_is_better" and self.green < self.amber:
+            raise ValueError("higher_is_better: amber must be at or below green")
+        return self
+
+
+def _default_kpi_thresholds() -> dict[str, KpiThreshold | None]:
+    lower, higher = "lower_is_better", "higher_is_better"
+    rows = [
+        ("par_7", lower, 0.10, 0.15),
+        ("par_30", lower, 0.05, 0.08),
+        ("par_60", lower, 0.04, 0.06),
+        ("par_90", lower, 0.03, 0.05),
+        ("npl_ratio", lower, 0.03, 0.05),
+        ("default_rate_count", lower, 0.03, 0.05),
+        ("default_rate_balance", lower, 0.03, 0.05),
+        ("collection_rate_mtd", higher, 0.95, 0.85),
+        ("top10_concentration", lower, 0.35, 0.50),
+        ("largest_customer_share", lower, 0.05, 0.10),
+        ("yield_ltm", higher, 0.30, 0.20),
+    ]
+    return {k: KpiThreshold(direction=d, green=g, amber=a) for k, d, g, a in rows}
+
+
+class KpiPolicy(BaseModel):
+    """The kpi dataset: the trailing month-end series and the traffic-light thresholds.
+
+    ``thresholds`` is merged over the built-in defaults key by key: naming one KPI replaces
+    only that KPI's bounds, and ``null`` (in JSON) removes a default so the KPI gets no status.
+    """
+
+    series_months: int = Field(default=0, ge=0, le=120)
+    thresholds: dict[str, KpiThreshold | None] = Field(default_factory=_default_kpi_thresholds)
+
+    @field_validator("thresholds", mode="before")
+    @classmethod
+    def _over_defaults(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        for key in value:
+            if not _KPI_KEY.match(str(key)):
+                raise ValueError(f"{key!r} is not a KPI key (snake_case, e.g. par_30)")
+        return {**_default_kpi_thresholds(), **value}
+
+    def threshold(self, kpi: str) -> KpiThreshold | None:
+        """The bounds of one KPI, or None when it has no status."""
+        return self.thresholds.get(kpi)
+
+
+class TenorBand(BaseModel):
+    """A tenor band of the pricing grid: from ``min_days`` up to the next band's minimum."""
+
+    label: str = Field(min_length=1)
+    min_days: int = Field(ge=0)
+
+
+class TicketBand(BaseModel):
+    """A ticket band of the pricing grid: from ``min_amount`` (USD) up to the next band's."""
+
+    label: str = Field(min_length=1)
+    min_amount: Decimal = Field(ge=0, decimal_places=2)
+
+
+def _default_tenor_bands() -> list[TenorBand]:
+    rows = [("0-30", 0), ("31-60", 31), ("61-90", 61), ("91-180", 91), ("181+", 181)]
+    return [TenorBand(label=label, min_days=low) for label, low in rows]
+
+
+def _default_ticket_bands() -> list[TicketBand]:
+    rows = [("under 1K", "0"), ("1K-5K", "1000"), ("5K-25K", "5000"), ("25K-100K", "25000"),
+            ("100K+", "100000")]  # fmt: skip
+    return [TicketBand(label=label, min_amount=Decimal(low)) for label, low in rows]
+
+
+class PricingPolicy(BaseModel):
+    """The pricing dataset: its window, the grid's bands and the adherence tolerance."""
+
+    window_months: int = Field(default=12, ge=1, le=120)
+    tenor_bands: list[TenorBand] = Field(default_factory=_default_tenor_bands)
+    ticket_bands: list[TicketBand] = Field(default_factory=_default_ticket_bands)
+    day_count_basis: int = Field(default=360)
+    apr_tolerance: Decimal = Field(default=Decimal("0.01"), ge=0)
+
+    @field_validator("day_count_basis")
+    @classmethod
+    def _basis(cls, value: int) -> int:
+        if value not in (360, 365):
+            raise ValueError("day_count_basis must be 360 or 365")
+        return value
+
+    @model_validator(mode="after")
+    def _bands_increase_from_zero(self) -> PricingPolicy:
+        for name, lows in (
+            ("tenor_bands", [Decimal(b.min_days) for b in self.tenor_bands]),
+            ("ticket_bands", [b.min_amount for b in self.ticket_bands]),
+        ):
+            if not lows or lows[0] != 0:
+                raise ValueError(f"pricing.{name} must start at 0")
+            if lows != sorted(set(lows)):
+                raise ValueError(f"pricing.{name} minimums must increase strictly")
+        return self
+
+
+class AnalyticsPolicy(BaseModel):
+    """The analytics bundle: how many months it covers and the customer-type rules."""
+
+    months: int = Field(default=12, ge=1, le=120)
+    vintage_months: int = Field(default=24, ge=1, le=240)
+    top_customers: int = Field(default=20, ge=1, le=10_000)
+    reactivation_days: int = Field(default=180, ge=1)
+    recovered_from_days: int = Field(default=90, ge=1)
+    recovered_to_days: int = Field(default=30, ge=0)
+
+    @model_validator(mode="after")
+    def _recovery_spans_a_gap(self) -> AnalyticsPolicy:
+        if self.recovered_to_days >= self.recovered_from_days:
+            raise ValueError("analytics.recovered_to_days must be below recovered_from_days")
+        return self
+
+
 class SourceTables(BaseModel):
     """Qualified names (schema.table) of the five source tables."""
 
@@ -278,6 +415,9 @@ class Settings(BaseSettings):
     default_formats: list[str] = Field(default_factory=lambda: ["csv", "parquet"])
     tables: SourceTables = Field(default_factory=SourceTables)
     dpd: DpdPolicy = Field(default_factory=DpdPolicy)
+    kpi: KpiPolicy = Field(default_factory=KpiPolicy)
+    pricing: PricingPolicy = Field(default_factory=PricingPolicy)
+    analytics: AnalyticsPolicy = Field(default_factory=AnalyticsPolicy)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)

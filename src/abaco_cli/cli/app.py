@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from abaco_cli import __version__
-from abaco_cli.cli import audit, config, db, demo, export, health, prune
+from abaco_cli.cli import audit, config, db, demo, export, health, kpi, prune
 from abaco_cli.cli.common import AppState
 from abaco_cli.cli.console import setup_logging
 
@@ -23,6 +23,7 @@ app = typer.Typer(
 )
 app.add_typer(db.app, name="db")
 app.add_typer(export.app, name="export")
+app.add_typer(kpi.app, name="kpi")
 app.add_typer(config.app, name="config")
 app.command("demo")(demo.demo_command)
 app.add_typer(audit.app, name="audit")

@@ -1,8 +1,9 @@
-"""`abaco export DATASET`: write a dataset for an as-of date into the runtime tree."""
+"""`abaco export DATASET|all`: write datasets for an as-of date, or a backfill of month-ends."""
 
 from __future__ import annotations
 
 import logging
+from datetime import date
 from typing import Annotated, Any
 
 import typer
@@ -11,7 +12,15 @@ from rich.progress import Progress, TaskID
 from abaco_cli.cli import console
 from abaco_cli.cli.common import handle_errors, human_bytes, parse_as_of, state
 from abaco_cli.datasets import REGISTRY
-from abaco_cli.services.exporting import ExportEvent, ExportResult, export_dataset, plan_export
+from abaco_cli.datasets.states import month_ends_between
+from abaco_cli.errors import UsageError
+from abaco_cli.services.exporting import (
+    ExportEvent,
+    ExportResult,
+    export_datasets,
+    plan_export,
+)
+from abaco_cli.settings import Settings
 from abaco_cli.writers.registry import parse_formats
 
 app = typer.Typer(
@@ -19,11 +28,29 @@ app = typer.Typer(
 )
 log = logging.getLogger("abaco.export")
 
+MAX_SERIES_MONTHS = 120
+
 AsOf = Annotated[
     str | None,
     typer.Option(
         "--as-of",
         help="End-of-day date the figures describe (YYYY-MM-DD). Default: yesterday (UTC).",
+        show_default=False,
+    ),
+]
+From = Annotated[
+    str | None,
+    typer.Option(
+        "--from",
+        help="Backfill: export every month-end from this date (YYYY-MM-DD) ... ",
+        show_default=False,
+    ),
+]
+To = Annotated[
+    str | None,
+    typer.Option(
+        "--to",
+        help="... through this date, inclusive; each month-end is its own as-of date.",
         show_default=False,
     ),
 ]
@@ -36,6 +63,15 @@ Formats = Annotated[
         show_default=False,
     ),
 ]
+Months = Annotated[
+    int | None,
+    typer.Option(
+        "--months",
+        help="kpi: also export the series over the trailing N month-ends (kpi/series and the "
+        "dashboard JSON). Default: kpi.series_months (0).",
+        show_default=False,
+    ),
+]
 DryRun = Annotated[
     bool, typer.Option("--dry-run", help="Print the plan (queries, target files); write nothing.")
 ]
@@ -44,8 +80,51 @@ AsJson = Annotated[
 ]
 
 
+def _parse_bound(text: str, option: str) -> date:
+    try:
+        if len(text) != 10:
+            raise ValueError
+        return date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"{option} {text!r} is not a date; use YYYY-MM-DD, e.g. 2025-06-30"
+        ) from None
+
+
+def as_of_dates(as_of: str | None, start: str | None, end: str | None) -> list[date]:
+    """The as-of dates of a run: --as-of (default yesterday), or every month-end in
+    [--from, --to]."""
+    if start is None and end is None:
+        return [parse_as_of(as_of)]
+    if as_of is not None:
+        raise UsageError("give either --as-of or --from/--to, not both")
+    if start is None or end is None:
+        raise UsageError("--from and --to go together: give both ends of the backfill")
+    first, last = _parse_bound(start, "--from"), _parse_bound(end, "--to")
+    if first > last:
+        raise UsageError(f"--from {first} is after --to {last}")
+    dates = month_ends_between(first, last)
+    if not dates:
+        raise UsageError(
+            f"no month-end between --from {first} and --to {last}; "
+            "a backfill exports every month-end in the range"
+        )
+    return dates
+
+
+def with_series_months(settings: Settings, months: int | None) -> Settings:
+    """The settings with --months applied to kpi.series_months."""
+    if months is None:
+        return settings
+    if not 0 <= months <= MAX_SERIES_MONTHS:
+        raise UsageError(f"--months must be between 0 and {MAX_SERIES_MONTHS}, not {months}")
+    return settings.model_copy(
+        update={"kpi": settings.kpi.model_copy(update={"series_months": months})}
+    )
+
+
 def result_payload(result: ExportResult, exports_root: str) -> dict[str, Any]:
-    """The --json description of a run."""
+    """The --json description of one dataset and as-of date."""
     return {
         "run_id": result.run_id,
         "dataset": result.dataset,
@@ -68,21 +147,50 @@ def result_payload(result: ExportResult, exports_root: str) -> dict[str, Any]:
     }
 
 
+def run_payload(
+    results: list[ExportResult], datasets: list[str], dates: list[date], exports_root: str
+) -> dict[str, Any]:
+    """The --json description of a run over several datasets or as-of dates."""
+    return {
+        "run_id": results[0].run_id if results else None,
+        "status": "success",
+        "datasets": datasets,
+        "as_of_dates": [d.isoformat() for d in dates],
+        "started_at": results[0].started_at if results else None,
+        "finished_at": results[-1].finished_at if results else None,
+        "files": sum(len(r.files) for r in results),
+        "exports": [result_payload(r, exports_root) for r in results],
+    }
+
+
 class _ProgressRenderer:
-    """Turns service events into a rich progress bar on a terminal, log lines elsewhere."""
+    """Turns service events into rich progress bars on a terminal, log lines elsewhere."""
 
     def __init__(self, bar: Progress | None) -> None:
         self.bar = bar
         self.tasks: dict[str, TaskID] = {}
+        self.dates: TaskID | None = None
+        self.table: TaskID | None = None
+        self.started: set[str] = set()
 
     def __call__(self, event: ExportEvent) -> None:
         if self.bar is None:
-            if event.kind == "date" and event.total > 1 and event.done < event.total:
+            if event.kind == "date" and event.total > 1 and event.message not in self.started:
+                self.started.add(event.message)  # each date's start, not its end
                 log.info("backfill %d/%d: %s", event.done + 1, event.total, event.message)
             elif event.kind not in ("rows", "date"):
                 log.info(event.message)
             return
-        if event.kind == "table":
+        if event.kind == "date" and event.total > 1:
+            if self.dates is None:
+                self.dates = self.bar.add_task(event.message, total=event.total, detail="")
+            self.bar.update(self.dates, completed=event.done, description=event.message)
+        elif event.kind == "table" and self.dates is not None:
+            # a backfill shows the dates' bar and the table being written, not every table
+            if self.table is None:
+                self.table = self.bar.add_task(event.message, total=None, detail="")
+            self.bar.update(self.table, description=event.message, detail="")
+        elif event.kind == "table":
             self.tasks[event.table] = self.bar.add_task(event.message, total=None, detail="")
         elif event.kind == "rows" and event.table in self.tasks:
             self.bar.update(self.tasks[event.table], detail=f"{event.rows:,} rows")
@@ -90,60 +198,77 @@ class _ProgressRenderer:
             self.bar.console.print(f"[yellow]{event.message}[/]")
 
 
-def run_export(
-    ctx: typer.Context,
-    dataset: str,
-    as_of: str | None,
-    formats: str | None,
-    dry_run: bool,
-    as_json: bool,
+def _print_plan(
+    settings: Settings, datasets: list[str], dates: list[date], formats: list[str], as_json: bool
 ) -> None:
-    app_state = state(ctx)
-    settings = app_state.settings()
-    day = parse_as_of(as_of)
-    chosen = parse_formats(formats if formats is not None else settings.default_formats)
-    if dry_run:
-        plan = plan_export(settings, dataset, day, chosen)
-        if as_json:
-            console.emit_json(
-                {
-                    "dataset": plan.dataset,
-                    "as_of_date": day.isoformat(),
-                    "dry_run": True,
-                    "manifest_path": str(plan.manifest_path),
-                    "files": [
-                        {"table": f.table, "format": f.format, "path": str(f.path)}
-                        for f in plan.files
-                    ],
-                    "queries": plan.queries,
-                }
-            )
-            return
+    plans = [plan_export(settings, name, day, formats) for day in dates for name in datasets]
+    if as_json:
+        payload = [
+            {
+                "dataset": plan.dataset,
+                "as_of_date": plan.as_of.isoformat(),
+                "dry_run": True,
+                "manifest_path": str(plan.manifest_path),
+                "files": [
+                    {"table": f.table, "format": f.format, "path": str(f.path)} for f in plan.files
+                ],
+                "queries": plan.queries,
+            }
+            for plan in plans
+        ]
+        console.emit_json(payload[0] if len(payload) == 1 else payload)
+        return
+    for plan in plans[: len(datasets)]:  # the queries are the same for every date
         for table, query in plan.queries.items():
             console.stdout.print(f"-- {plan.dataset}/{table}", highlight=False)
             console.stdout.print(query.strip() + ";\n", highlight=False, markup=False)
-        console.table(
-            f"{plan.dataset} as of {day} (dry run: nothing written)",
-            ["table", "format", "target"],
-            [(f.table, f.format, f.path) for f in plan.files]
-            + [("manifest", "json", plan.manifest_path)],
-        )
+    console.table(
+        f"{', '.join(datasets)}: {len(dates)} as-of date(s) (dry run: nothing written)",
+        ["dataset", "as_of_date", "table", "format", "target"],
+        [(p.dataset, p.as_of, f.table, f.format, f.path) for p in plans for f in p.files]
+        + [(p.dataset, p.as_of, "manifest", "json", p.manifest_path) for p in plans],
+    )
+
+
+def run_export(
+    ctx: typer.Context,
+    datasets: list[str],
+    *,
+    as_of: str | None,
+    start: str | None = None,
+    end: str | None = None,
+    formats: str | None = None,
+    months: int | None = None,
+    dry_run: bool = False,
+    as_json: bool = False,
+) -> None:
+    """Parse the options, export (or plan) every dataset for every as-of date, render."""
+    app_state = state(ctx)
+    dates = as_of_dates(as_of, start, end)
+    settings = with_series_months(app_state.settings(), months)
+    chosen = parse_formats(formats if formats is not None else settings.default_formats)
+    if dry_run:
+        _print_plan(settings, datasets, dates, chosen, as_json)
         return
-    with console.progress_bar() as bar:
-        result = export_dataset(
-            settings,
-            dataset,
-            day,
-            chosen,
-            command=f"export {dataset}",
-            progress=_ProgressRenderer(bar),
+    command = f"export {'all' if len(datasets) > 1 else datasets[0]}"
+    with console.progress_bar(len(dates) if len(dates) > 1 else None) as bar:
+        results = export_datasets(
+            settings, datasets, dates, chosen, command=command, progress=_ProgressRenderer(bar)
         )
     exports_root = str(settings.exports_dir)
     if as_json:
-        console.emit_json(result_payload(result, exports_root))
+        if len(datasets) == 1 and len(dates) == 1:
+            console.emit_json(result_payload(results[0], exports_root))
+        else:
+            console.emit_json(run_payload(results, datasets, dates, exports_root))
         return
+    title = (
+        f"{results[0].dataset} as of {dates[0]}: run {results[0].run_id}"
+        if len(results) == 1
+        else f"{', '.join(datasets)}, {len(dates)} as-of date(s): run {results[0].run_id}"
+    )
     console.table(
-        f"{result.dataset} as of {day}: run {result.run_id}",
+        title,
         ["file", "format", "rows", "size", "sha256"],
         [
             (
@@ -153,24 +278,95 @@ def run_export(
                 human_bytes(f.bytes),
                 f.sha256[:12],
             )
+            for result in results
             for f in result.files
         ],
     )
-    console.info(f"manifest: {result.manifest_path}")
+    for result in results:
+        console.info(f"manifest: {result.manifest_path}")
 
 
 def _register(name: str, help_text: str) -> None:
+    if name == "kpi":
+
+        @app.command(name, help=help_text)
+        @handle_errors
+        def kpi_command(
+            ctx: typer.Context,
+            as_of: AsOf = None,
+            start: From = None,
+            end: To = None,
+            formats: Formats = None,
+            months: Months = None,
+            dry_run: DryRun = False,
+            as_json: AsJson = False,
+        ) -> None:
+            run_export(
+                ctx,
+                [name],
+                as_of=as_of,
+                start=start,
+                end=end,
+                formats=formats,
+                months=months,
+                dry_run=dry_run,
+                as_json=as_json,
+            )
+
+        return
+
     @app.command(name, help=help_text)
     @handle_errors
     def command(
         ctx: typer.Context,
         as_of: AsOf = None,
+        start: From = None,
+        end: To = None,
         formats: Formats = None,
         dry_run: DryRun = False,
         as_json: AsJson = False,
     ) -> None:
-        run_export(ctx, name, as_of, formats, dry_run, as_json)
+        run_export(
+            ctx,
+            [name],
+            as_of=as_of,
+            start=start,
+            end=end,
+            formats=formats,
+            dry_run=dry_run,
+            as_json=as_json,
+        )
 
 
 for _name, _spec in REGISTRY.items():
     _register(_name, f"{_spec.description} ({_spec.refresh}).")
+
+
+@app.command(
+    "all",
+    help="Every dataset (dpd, kpi, pricing, analytics) in one run: per as-of date one "
+    "snapshot of the source and one manifest per dataset; nothing of a date is published "
+    "unless every dataset of it succeeded.",
+)
+@handle_errors
+def export_all(
+    ctx: typer.Context,
+    as_of: AsOf = None,
+    start: From = None,
+    end: To = None,
+    formats: Formats = None,
+    months: Months = None,
+    dry_run: DryRun = False,
+    as_json: AsJson = False,
+) -> None:
+    run_export(
+        ctx,
+        list(REGISTRY),
+        as_of=as_of,
+        start=start,
+        end=end,
+        formats=formats,
+        months=months,
+        dry_run=dry_run,
+        as_json=as_json,
+    )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from abaco_cli.datasets.analytics import ANALYTICS
 from abaco_cli.datasets.base import DatasetSpec
 from abaco_cli.datasets.dpd import DPD
+from abaco_cli.datasets.kpi import KPI
+from abaco_cli.datasets.pricing import PRICING
 from abaco_cli.errors import UsageError
 
-REGISTRY: dict[str, DatasetSpec] = {spec.name: spec for spec in (DPD,)}
+REGISTRY: dict[str, DatasetSpec] = {spec.name: spec for spec in (DPD, KPI, PRICING, ANALYTICS)}
 
 
 def get_dataset(name: str) -> DatasetSpec:

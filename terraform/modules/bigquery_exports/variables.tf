@@ -31,7 +31,7 @@ variable "tables" {
     table       = string
     description = optional(string, "")
   }))
-  description = "External tables to create, keyed by BigQuery table id: each reads gs://BUCKET/<exports_prefix>/<dataset>/<table>/as_of_date=D/*.parquet. Add the kpi, pricing and analytics tables as their exports land."
+  description = "External tables to create, keyed by BigQuery table id: each reads gs://BUCKET/<exports_prefix>/<dataset>/<table>/as_of_date=D/*.parquet."
   default = {
     dpd_loans = {
       dataset     = "dpd"
@@ -42,6 +42,51 @@ variable "tables" {
       dataset     = "dpd"
       table       = "aging"
       description = "Aging summary per delinquency bucket and as-of date (abaco export dpd)."
+    }
+    kpi_snapshot = {
+      dataset     = "kpi"
+      table       = "snapshot"
+      description = "One row per KPI per as-of date (abaco export kpi)."
+    }
+    kpi_series = {
+      dataset     = "kpi"
+      table       = "series"
+      description = "KPIs over trailing month-ends (abaco export kpi --months N)."
+    }
+    pricing_grid = {
+      dataset     = "pricing"
+      table       = "grid"
+      description = "Realized pricing by product, risk band, tenor and ticket band (abaco export pricing)."
+    }
+    pricing_adherence = {
+      dataset     = "pricing"
+      table       = "adherence"
+      description = "Rate-card adherence per loan disbursed in the window (abaco export pricing)."
+    }
+    analytics_portfolio_overview = {
+      dataset     = "analytics"
+      table       = "portfolio_overview"
+      description = "Monthly portfolio overview (abaco export analytics)."
+    }
+    analytics_vintages = {
+      dataset     = "analytics"
+      table       = "vintages"
+      description = "Vintages: disbursement cohort x months on book (abaco export analytics)."
+    }
+    analytics_roll_rates = {
+      dataset     = "analytics"
+      table       = "roll_rates"
+      description = "Roll rates between consecutive month-ends (abaco export analytics)."
+    }
+    analytics_concentration = {
+      dataset     = "analytics"
+      table       = "concentration"
+      description = "Concentration by customer (abaco export analytics)."
+    }
+    analytics_customer_types = {
+      dataset     = "analytics"
+      table       = "customer_types"
+      description = "New, recurrent, reactivated and recovered customers per month (abaco export analytics)."
     }
   }
 }

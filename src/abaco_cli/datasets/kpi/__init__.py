@@ -1,0 +1,118 @@
+"""kpi: every KPI of DOMAIN.md at the as-of date, its trailing month-end series and the
+dashboard's JSON (daily; the dashboard and management)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from psycopg import sql
+
+from abaco_cli.datasets.base import DatasetSpec, Params, TableSpec, load_sql, source_names
+from abaco_cli.datasets.dpd import delinquency_params
+from abaco_cli.datasets.kpi.catalogue import catalogue
+from abaco_cli.datasets.kpi.dashboard import dashboard_files
+from abaco_cli.datasets.states import loan_states_query, month_ends_until
+from abaco_cli.settings import Settings
+
+YIELD_MONTHS = 12  # yield_ltm averages the outstanding balance of the 12 latest month-ends
+
+
+def _kpis(
+    settings: Settings, *, kpi_dates: str, history: str, yield_for: str, yield_on: str
+) -> sql.Composed:
+    """kpis.sql over the loan states at the dates of the ``history`` parameter, which holds the
+    KPI dates and the month-ends their yield averages over."""
+    return sql.SQL(load_sql(__name__, "kpis.sql")).format(
+        kpi_dates=sql.Placeholder(kpi_dates),
+        states=loan_states_query(settings, history),
+        yield_for=sql.Placeholder(yield_for),
+        yield_on=sql.Placeholder(yield_on),
+        **source_names(settings),
+    )
+
+
+def snapshot_query(settings: Settings) -> sql.Composed:
+    """One row per KPI at %(as_of)s."""
+    return _kpis(
+        settings,
+        kpi_dates="snapshot_dates",
+        history="snapshot_history",
+        yield_for="snapshot_yield_for",
+        yield_on="snapshot_yield_on",
+    )
+
+
+def series_query(settings: Settings) -> sql.Composed:
+    """One row per KPI and month-end of the trailing series (none when series_months is 0)."""
+    kpis = _kpis(
+        settings,
+        kpi_dates="series_dates",
+        history="series_history",
+        yield_for="series_yield_for",
+        yield_on="series_yield_on",
+    )
+    return sql.SQL(
+        "SELECT %(as_of)s::date AS as_of_date, k.as_of_date AS month_end, k.kpi, k.unit, "
+        "k.value, k.numerator, k.denominator, k.status, k.definition_version\n"
+        "FROM ({kpis}) AS k\n"
+        "ORDER BY k.as_of_date, array_position(%(kpi_keys)s::text[], k.kpi)"
+    ).format(kpis=kpis)
+
+
+def _yield_pairs(kpi_dates: list[date]) -> tuple[list[date], list[date]]:
+    """Parallel arrays: each KPI date repeated against each of its 12 yield month-ends."""
+    pairs = [(d, m) for d in kpi_dates for m in month_ends_until(d, YIELD_MONTHS)]
+    return [d for d, _ in pairs], [m for _, m in pairs]
+
+
+def kpi_params(settings: Settings, as_of: date) -> Params:
+    """Parameters of the kpi queries: the DPD policy, the catalogue and the dates."""
+    definitions = catalogue(settings)
+    months = settings.kpi.series_months
+    series = month_ends_until(as_of, months) if months else []
+    history = month_ends_until(as_of, months + YIELD_MONTHS - 1) if months else []
+    snapshot_for, snapshot_on = _yield_pairs([as_of])
+    series_for, series_on = _yield_pairs(series)
+    return {
+        **delinquency_params(settings, as_of),
+        "npl_threshold_days": settings.dpd.npl_threshold_days,
+        "par_thresholds": list(settings.dpd.par_thresholds),
+        "kpi_keys": [k.key for k in definitions],
+        "kpi_units": [k.unit for k in definitions],
+        "kpi_versions": [k.version for k in definitions],
+        "kpi_directions": [k.threshold.direction if k.threshold else None for k in definitions],
+        "kpi_green": [k.threshold.green if k.threshold else None for k in definitions],
+        "kpi_amber": [k.threshold.amber if k.threshold else None for k in definitions],
+        "snapshot_dates": [as_of],
+        "snapshot_history": sorted({as_of, *month_ends_until(as_of, YIELD_MONTHS)}),
+        "snapshot_yield_for": snapshot_for,
+        "snapshot_yield_on": snapshot_on,
+        "series_dates": series,
+        "series_history": history,
+        "series_yield_for": series_for,
+        "series_yield_on": series_on,
+    }
+
+
+KPI = DatasetSpec(
+    name="kpi",
+    description="Every KPI at the as-of date (value, unit, status), its month-end series and "
+    "the dashboard's JSON",
+    refresh="daily",
+    tables=(
+        TableSpec(
+            "snapshot",
+            "one row per KPI at the as-of date: value, unit, numerator, denominator, status",
+            snapshot_query,
+            collect=True,
+        ),
+        TableSpec(
+            "series",
+            "one row per KPI and month-end of the trailing kpi.series_months month-ends",
+            series_query,
+            collect=True,
+        ),
+    ),
+    build_params=kpi_params,
+    derive=dashboard_files,
+)
