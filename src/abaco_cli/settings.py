@@ -477,3 +477,5 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         ) from None
     except (OSError, ValueError) as exc:  # an unreadable or malformed TOML file
         raise ConfigurationError(f"cannot read configuration {path}: {exc}") from None
+    finally:
+        Settings._config_file = None  # a later Settings() reads no file unless asked

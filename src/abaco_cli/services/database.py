@@ -8,6 +8,7 @@ from datetime import date
 from typing import TypeVar
 
 import psycopg
+from psycopg import sql
 
 from abaco_cli.audit.sink import init_audit_table
 from abaco_cli.db.classify import classify
@@ -120,7 +121,7 @@ def seed_database(
                 hint="Run `abaco db init` first.",
             )
         conn.rollback()
-        return seed_portfolio(
+        result = seed_portfolio(
             conn,
             settings.tables,
             loans=loans,
@@ -129,6 +130,11 @@ def seed_database(
             replace=replace,
             progress=progress,
         )
+        # Fresh statistics, so that the first export after a seed gets a good plan.
+        for role in settings.tables.roles():
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(*settings.tables.split(role))))
+        conn.commit()
+        return result
 
     with audited(
         settings,

@@ -51,7 +51,7 @@ arrears AS (
 aged AS (
     SELECT a.*,
            coalesce(%(as_of)s::date - a.first_arrears_date, 0) AS days_past_due
-    FROM arrears AS a
+    FROM (SELECT * FROM arrears OFFSET 0) AS a  -- OFFSET 0: evaluate the arrears walk once per loan
 ),
 flagged AS (
     SELECT a.*,
