@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 LOANS  ?= 250000
 
 .DEFAULT_GOAL := help
-.PHONY: help install postgres demo test lint format bench clean check-deploy install-units install-cron
+.PHONY: help install postgres demo test lint format bench bench-all clean check-deploy install-units install-cron
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ format: install ## Apply ruff's fixes and formatting
 
 bench: install postgres ## Time `abaco export dpd` on LOANS loans (default 250,000) beside psql COPY
 	$(BIN)/python benchmarks/bench_dpd.py --loans $(LOANS)
+
+bench-all: install postgres ## Every dataset, export all and a 12-month kpi backfill on LOANS loans
+	$(BIN)/python benchmarks/bench_all.py --loans $(LOANS)
 
 check-deploy: install ## Units, cron, install script, Terraform and runbooks: tests, then fmt + checkov
 	$(BIN)/python -m pytest -q tests/test_deploy.py tests/test_terraform.py tests/test_runbooks.py
