@@ -191,11 +191,23 @@ class _ProgressRenderer:
                 self.table = self.bar.add_task(event.message, total=None, detail="")
             self.bar.update(self.table, description=event.message, detail="")
         elif event.kind == "table":
+            self._finish_open()
             self.tasks[event.table] = self.bar.add_task(event.message, total=None, detail="")
+        elif event.kind == "published":
+            self._finish_open()
+            if self.table is not None:
+                self.bar.update(self.table, total=1, completed=1)
         elif event.kind == "rows" and event.table in self.tasks:
             self.bar.update(self.tasks[event.table], detail=f"{event.rows:,} rows")
         elif event.kind in ("waiting", "retry"):
             self.bar.console.print(f"[yellow]{event.message}[/]")
+
+
+    def _finish_open(self) -> None:
+        """Stop the spinners of tables already written (their rows stay on screen)."""
+        assert self.bar is not None
+        for task in self.tasks.values():
+            self.bar.update(task, total=1, completed=1)
 
 
 def _print_plan(
