@@ -202,7 +202,6 @@ class _ProgressRenderer:
         elif event.kind in ("waiting", "retry"):
             self.bar.console.print(f"[yellow]{event.message}[/]")
 
-
     def _finish_open(self) -> None:
         """Stop the spinners of tables already written (their rows stay on screen)."""
         assert self.bar is not None
