@@ -411,6 +411,12 @@ class Settings(BaseSettings):
     statement_timeout_seconds: int = Field(default=900, ge=0)
     batch_rows: int = Field(default=20_000, ge=100, le=1_000_000)
     work_mem_mb: int = Field(default=64, ge=1, le=4096)
+    parallel_queries: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="queries of one as-of date run at once, on connections sharing one snapshot",
+    )
     lock_timeout_seconds: float = Field(default=30.0, ge=0)
     default_formats: list[str] = Field(default_factory=lambda: ["csv", "parquet"])
     tables: SourceTables = Field(default_factory=SourceTables)

@@ -178,7 +178,7 @@ class _ProgressRenderer:
             if event.kind == "date" and event.total > 1 and event.message not in self.started:
                 self.started.add(event.message)  # each date's start, not its end
                 log.info("backfill %d/%d: %s", event.done + 1, event.total, event.message)
-            elif event.kind not in ("rows", "date"):
+            elif event.kind not in ("rows", "date", "retry"):  # retries: logged where they happen
                 log.info(event.message)
             return
         if event.kind == "date" and event.total > 1:
@@ -191,19 +191,22 @@ class _ProgressRenderer:
                 self.table = self.bar.add_task(event.message, total=None, detail="")
             self.bar.update(self.table, description=event.message, detail="")
         elif event.kind == "table":
-            self._finish_open()
             self.tasks[event.table] = self.bar.add_task(event.message, total=None, detail="")
+        elif event.kind == "written" and event.table in self.tasks:
+            # tables of one date run side by side: each spinner stops when its files are done
+            task = self.tasks[event.table]
+            self.bar.update(task, total=1, completed=1, detail=f"{event.rows:,} rows")
         elif event.kind == "published":
             self._finish_open()
             if self.table is not None:
                 self.bar.update(self.table, total=1, completed=1)
         elif event.kind == "rows" and event.table in self.tasks:
             self.bar.update(self.tasks[event.table], detail=f"{event.rows:,} rows")
-        elif event.kind in ("waiting", "retry"):
+        elif event.kind == "waiting":
             self.bar.console.print(f"[yellow]{event.message}[/]")
 
     def _finish_open(self) -> None:
-        """Stop the spinners of tables already written (their rows stay on screen)."""
+        """Stop every table's spinner (their rows stay on screen)."""
         assert self.bar is not None
         for task in self.tasks.values():
             self.bar.update(task, total=1, completed=1)

@@ -33,12 +33,16 @@ class TableSpec:
 
     ``collect`` keeps the table in memory as well (only for small tables) so that the dataset's
     ``derive`` hook can build further files from it, such as the dashboard's KPI JSON.
+    ``weight`` is the query's rough cost relative to one pass of dpd/delinquency.sql over the
+    book: when the queries of a date run in parallel, the heaviest start first, so that no
+    long query is left running alone at the end.
     """
 
     name: str
     description: str
     build_query: Callable[[Settings], sql.Composed]
     collect: bool = False
+    weight: float = 1.0
 
 
 @dataclass(frozen=True)

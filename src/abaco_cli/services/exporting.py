@@ -11,70 +11,53 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
-from typing import Literal
-
-import psycopg
-import pyarrow as pa
 
 from abaco_cli import __version__, metrics
 from abaco_cli.datasets import get_dataset
-from abaco_cli.datasets.base import DatasetSpec, DeriveContext, Params
-from abaco_cli.db.classify import classify
-from abaco_cli.db.connect import (
-    Connection,
-    connect,
-    secrets_of,
-    snapshot,
-    source_identity,
-    with_retries,
-)
-from abaco_cli.db.stream import QueryStream
+from abaco_cli.datasets.base import DatasetSpec
+from abaco_cli.db.connect import source_identity, with_retries
 from abaco_cli.errors import WriteError
 from abaco_cli.runtime.atomic import (
     fsync_path,
     publish,
     remove_stale_temps,
     sha256_of,
-    temp_path_for,
     write_text_atomic,
 )
 from abaco_cli.runtime.lock import dataset_lock
 from abaco_cli.runtime.tree import RuntimeTree
 from abaco_cli.services.auditing import AuditedRun, audited
 from abaco_cli.services.runs import iso, new_run_id, utc_now
+from abaco_cli.services.staging import (
+    DatasetRun,
+    ExportEvent,
+    PlannedFile,
+    ProgressCallback,
+    Source,
+    StagedFile,
+    discard,
+    notify,
+    planned_files,
+    stage_date,
+)
 from abaco_cli.settings import Settings
-from abaco_cli.writers.base import BatchWriter, FileContext, open_sink
+from abaco_cli.writers.base import FileContext
 from abaco_cli.writers.manifest import FileRecord, Manifest, previous_files, update_latest
-from abaco_cli.writers.registry import WRITERS
 
-EventKind = Literal["waiting", "retry", "date", "table", "rows", "published"]
-
-
-@dataclass(frozen=True)
-class ExportEvent:
-    """Progress of a run, for the CLI to render; services never print."""
-
-    kind: EventKind
-    message: str
-    table: str = ""
-    rows: int = 0
-    done: int = 0
-    total: int = 0
-
-
-ProgressCallback = Callable[[ExportEvent], None]
-
-
-@dataclass(frozen=True)
-class PlannedFile:
-    table: str
-    format: str
-    path: Path
+__all__ = [
+    "ExportEvent",
+    "ExportPlan",
+    "ExportResult",
+    "ProgressCallback",
+    "export_dataset",
+    "export_datasets",
+    "plan_export",
+]
 
 
 @dataclass(frozen=True)
@@ -101,198 +84,15 @@ class ExportResult:
     source: str = ""
 
 
-@dataclass
-class _Staged:
-    """A file written under its temporary name, waiting to be published."""
-
-    dataset: str
-    planned: PlannedFile
-    temp: Path
-    rows: int = 0
-    columns: list[dict[str, str]] = field(default_factory=list)
-
-
-@dataclass
-class _DatasetRun:
-    spec: DatasetSpec
-    staged: list[_Staged]
-    latest_aliases: list[tuple[Path, bytes]] = field(default_factory=list)
-
-
 def plan_export(settings: Settings, dataset: str, as_of: date, formats: list[str]) -> ExportPlan:
     """What an export would read and write; touches neither the database nor the disk."""
     spec = get_dataset(dataset)
     tree = RuntimeTree(settings.runtime_dir)
-    files = [
-        PlannedFile(t.name, fmt, tree.table_file(spec.name, t.name, as_of, fmt))
-        for t in spec.tables
-        for fmt in formats
-    ]
+    files = planned_files(settings, spec, as_of, formats)
     queries = {t.name: t.build_query(settings).as_string(None) for t in spec.tables}
     return ExportPlan(
         spec.name, as_of, formats, files, tree.manifest_path(spec.name, as_of), queries
     )
-
-
-def _notify(progress: ProgressCallback | None, event: ExportEvent) -> None:
-    if progress is not None:
-        progress(event)
-
-
-class _Source:
-    """One connection reused across dates; dropped after a failure so a retry reconnects."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.conn: Connection | None = None
-
-    def get(self) -> Connection:
-        if self.conn is None or self.conn.closed:
-            self.conn = connect(self.settings)
-        return self.conn
-
-    def drop(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-        self.conn = None
-
-
-def _stage_table(
-    conn: Connection,
-    settings: Settings,
-    spec: DatasetSpec,
-    table: str,
-    params: Params,
-    staged: list[_Staged],
-    context: FileContext,
-    progress: ProgressCallback | None,
-) -> pa.Table | None:
-    """Stream one table's query into a temporary file per format; the table if collected."""
-    table_spec = spec.table(table)
-    stream = QueryStream(
-        conn, table_spec.build_query(settings), params, batch_rows=settings.batch_rows
-    )
-    _notify(progress, ExportEvent("table", f"exporting {spec.name}/{table}", table=table))
-    mine = [s for s in staged if s.planned.table == table]
-    kept: list[pa.RecordBatch] = []
-    with ExitStack() as stack:
-        writers: list[tuple[_Staged, BatchWriter]] = []
-        for item in mine:
-            item.temp.parent.mkdir(parents=True, exist_ok=True)
-            sink = stack.enter_context(open_sink(item.temp))
-            writer = WRITERS[item.planned.format](sink, stream.schema, context)
-            stack.callback(writer.abort)  # before the sink closes; a no-op after close()
-            writers.append((item, writer))
-        rows = 0
-        for batch in stream.batches():
-            for _, writer in writers:
-                writer.write(batch)
-            if table_spec.collect:
-                kept.append(batch)
-            rows += batch.num_rows
-            _notify(progress, ExportEvent("rows", f"{rows} rows", table=table, rows=rows))
-        for item, writer in writers:
-            writer.close()
-            writer.sink.flush()
-            os.fsync(writer.sink.fileno())
-            item.rows = writer.rows
-            item.columns = [{"name": f.name, "type": str(f.type)} for f in writer.file_schema]
-    if not table_spec.collect:
-        return None
-    return pa.Table.from_batches(kept, schema=stream.schema)
-
-
-def _write_temp(path: Path, content: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open_sink(path) as sink:
-        sink.write(content)
-        sink.flush()
-        os.fsync(sink.fileno())
-
-
-def _stage_dataset(
-    conn: Connection,
-    settings: Settings,
-    spec: DatasetSpec,
-    as_of: date,
-    formats: list[str],
-    context: FileContext,
-    progress: ProgressCallback | None,
-) -> _DatasetRun:
-    tree = RuntimeTree(settings.runtime_dir)
-    plan = plan_export(settings, spec.name, as_of, formats)
-    run = _DatasetRun(
-        spec, [_Staged(spec.name, p, temp_path_for(p.path, context.run_id)) for p in plan.files]
-    )
-    params = spec.build_params(settings, as_of)
-    collected: dict[str, pa.Table] = {}
-    try:
-        for table in spec.tables:
-            table_context = replace(context, dataset=spec.name, table=table.name)
-            kept = _stage_table(
-                conn, settings, spec, table.name, params, run.staged, table_context, progress
-            )
-            if kept is not None:
-                collected[table.name] = kept
-        if spec.derive is not None:
-            derive_context = DeriveContext(
-                settings=settings,
-                as_of=as_of,
-                run_id=context.run_id,
-                generated_at=context.generated_at,
-                tool_version=context.tool_version,
-                tables=collected,
-            )
-            for derived in spec.derive(derive_context):
-                target = tree.exports / derived.path
-                item = _Staged(
-                    spec.name,
-                    PlannedFile(derived.table, derived.format, target),
-                    temp_path_for(target, context.run_id),
-                    rows=derived.rows,
-                )
-                run.staged.append(item)
-                _write_temp(item.temp, derived.content)
-                if derived.latest_path is not None:
-                    run.latest_aliases.append((tree.exports / derived.latest_path, derived.content))
-    except BaseException:
-        _discard(run.staged)
-        raise
-    return run
-
-
-def _stage_date(
-    source: _Source,
-    settings: Settings,
-    specs: Sequence[DatasetSpec],
-    as_of: date,
-    formats: list[str],
-    context: FileContext,
-    progress: ProgressCallback | None,
-) -> list[_DatasetRun]:
-    """Every dataset of one as-of date inside one snapshot; on failure nothing stays staged."""
-    runs: list[_DatasetRun] = []
-    try:
-        conn = source.get()
-        with snapshot(conn, settings):
-            for spec in specs:
-                runs.append(_stage_dataset(conn, settings, spec, as_of, formats, context, progress))
-    except psycopg.Error as exc:
-        source.drop()
-        for run in runs:
-            _discard(run.staged)
-        names = ", ".join(s.name for s in specs)
-        raise classify(exc, secrets=secrets_of(settings), during=f"exporting {names}") from None
-    except BaseException:
-        for run in runs:
-            _discard(run.staged)
-        raise
-    return runs
-
-
-def _discard(staged: list[_Staged]) -> None:
-    for item in staged:
-        item.temp.unlink(missing_ok=True)
 
 
 def export_datasets(
@@ -379,29 +179,29 @@ def _export(
                     run_id=run_id,
                     command=command,
                     timeout_seconds=settings.lock_timeout_seconds,
-                    on_wait=lambda holder: _notify(
+                    on_wait=lambda holder: notify(
                         progress, ExportEvent("waiting", f"waiting for {holder}")
                     ),
                 )
             )
         stale = [str(p) for spec in specs for p in remove_stale_temps(tree.dataset_dir(spec.name))]
-        source = _Source(settings)
+        source = Source(settings)
         stack.callback(source.drop)
         for index, as_of in enumerate(as_of_dates, start=1):
-            _notify(
+            notify(
                 progress,
                 ExportEvent("date", f"as of {as_of}", done=index - 1, total=len(as_of_dates)),
             )
             date_context = replace(context, as_of_date=as_of.isoformat())
 
-            def attempt(day: date = as_of, ctx: FileContext = date_context) -> list[_DatasetRun]:
-                return _stage_date(source, settings, specs, day, formats, ctx, progress)
+            def attempt(day: date = as_of, ctx: FileContext = date_context) -> list[DatasetRun]:
+                return stage_date(source, settings, specs, day, formats, ctx, progress)
 
             try:
                 runs = with_retries(
                     settings,
                     attempt,
-                    on_retry=lambda n, exc, wait: _notify(
+                    on_retry=lambda n, exc, wait: notify(
                         progress,
                         ExportEvent(
                             "retry", f"attempt {n} failed ({exc}); retrying in {wait:.1f}s"
@@ -413,12 +213,12 @@ def _export(
             published = _publish_date(tree, settings, runs, as_of, run_id, started, stale)
             results += published
             audit.outputs += [_output(result, f) for result in published for f in result.files]
-            _notify(
+            notify(
                 progress,
                 ExportEvent("date", f"as of {as_of}", done=index, total=len(as_of_dates)),
             )
     count = sum(len(r.files) for r in results)
-    _notify(progress, ExportEvent("published", f"published {count} files"))
+    notify(progress, ExportEvent("published", f"published {count} files"))
 
 
 def _output(result: ExportResult, record: FileRecord) -> dict[str, object]:
@@ -485,7 +285,7 @@ def export_dataset(
 def _publish_date(
     tree: RuntimeTree,
     settings: Settings,
-    runs: list[_DatasetRun],
+    runs: list[DatasetRun],
     as_of: date,
     run_id: str,
     started: datetime,
@@ -534,7 +334,7 @@ def _publish_date(
     return results
 
 
-def _publish(tree: RuntimeTree, staged: list[_Staged]) -> list[FileRecord]:
+def _publish(tree: RuntimeTree, staged: list[StagedFile]) -> list[FileRecord]:
     """Checksum every staged file, then rename each into place.
 
     The files a run replaces are kept as hard links until every rename has succeeded, so that
@@ -569,7 +369,7 @@ def _publish(tree: RuntimeTree, staged: list[_Staged]) -> list[FileRecord]:
             published.append(item.planned.path)
     except BaseException as exc:
         _roll_back(published, backups)
-        _discard(staged)
+        discard(staged)
         if isinstance(exc, OSError):
             raise WriteError(f"could not publish {current}: {exc}") from None
         raise

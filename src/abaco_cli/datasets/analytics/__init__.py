@@ -68,6 +68,7 @@ ANALYTICS = DatasetSpec(
             "per month of the window: disbursements, collections, revenue, collection rate, "
             "outstanding, PAR30/90, NPL, write-offs",
             _query("portfolio_overview.sql", states="period_ends"),
+            weight=2.0,
         ),
         TableSpec(
             "vintages",
@@ -80,6 +81,7 @@ ANALYTICS = DatasetSpec(
             "per pair of consecutive month-ends: active loans by bucket moved to each bucket, "
             "written off or paid off (loans and balances)",
             _query("roll_rates.sql", states="roll_dates"),
+            weight=2.0,
         ),
         TableSpec(
             "concentration",
@@ -91,6 +93,7 @@ ANALYTICS = DatasetSpec(
             "customer_types",
             "per month: new, recurrent, reactivated and recovered customers",
             _query("customer_types.sql", states="roll_dates"),
+            weight=2.5,
         ),
     ),
     build_params=analytics_params,
