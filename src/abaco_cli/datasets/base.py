@@ -34,15 +34,20 @@ class TableSpec:
     ``collect`` keeps the table in memory as well (only for small tables) so that the dataset's
     ``derive`` hook can build further files from it, such as the dashboard's KPI JSON.
     ``weight`` is the query's rough cost relative to one pass of dpd/delinquency.sql over the
-    book: when the queries of a date run in parallel, the heaviest start first, so that no
-    long query is left running alone at the end.
+    book (a number, or a function of the settings when they change it): when the queries of a
+    date run in parallel, the heaviest start first, so that no long query is left running
+    alone at the end.
     """
 
     name: str
     description: str
     build_query: Callable[[Settings], sql.Composed]
     collect: bool = False
-    weight: float = 1.0
+    weight: float | Callable[[Settings], float] = 1.0
+
+    def cost(self, settings: Settings) -> float:
+        """The query's weight under these settings."""
+        return self.weight(settings) if callable(self.weight) else self.weight
 
 
 @dataclass(frozen=True)

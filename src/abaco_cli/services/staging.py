@@ -368,7 +368,7 @@ def stage_date(
     ]
     params = {run.spec.name: run.spec.build_params(settings, as_of) for run in runs}
     jobs = [_Job(run, table, params[run.spec.name]) for run in runs for table in run.spec.tables]
-    jobs.sort(key=lambda job: -job.table.weight)  # heaviest first; stable otherwise
+    jobs.sort(key=lambda job: -job.table.cost(settings))  # heaviest first; stable otherwise
     workers = max(1, min(settings.parallel_queries, len(jobs)))
     try:
         with ExitStack() as stack:

@@ -112,7 +112,7 @@ KPI = DatasetSpec(
             "one row per KPI and month-end of the trailing kpi.series_months month-ends",
             series_query,
             collect=True,
-            weight=0.1,
+            weight=lambda settings: 0.1 + 0.25 * settings.kpi.series_months,
         ),
     ),
     build_params=kpi_params,
