@@ -1,10 +1,10 @@
 """Export datasets for as-of dates: one snapshot per date, stream, write, publish, manifest.
 
 The path of a run: lock every dataset -> connect -> per as-of date, one read-only REPEATABLE
-READ transaction in which every table of every dataset is streamed into temporary files beside
-their targets -> fsync -> rename all into place (rolled back together on failure) -> one
-manifest per dataset -> latest pointers. Nothing is published unless every dataset of the date
-succeeded.
+READ snapshot, shared by up to ``parallel_queries`` connections (services/staging.py), in
+which every table of every dataset is streamed into temporary files beside their targets ->
+fsync -> rename all into place (rolled back together on failure) -> one manifest per dataset
+-> latest pointers. Nothing is published unless every dataset of the date succeeded.
 """
 
 from __future__ import annotations
