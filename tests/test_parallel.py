@@ -175,3 +175,41 @@ def test_a_source_that_cannot_share_its_snapshot_runs_one_query_at_a_time(
         with psycopg.connect(db_conninfo, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_connection_lost_mid_date_retries_the_date_on_fresh_connections(
+    settings: Settings, db_conninfo: str, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    june_book(db_conninfo)
+    real_stage_table = staging._stage_table
+    lock = threading.Lock()
+    killed: list[int] = []
+
+    def kill_the_first_backend(conn: psycopg.Connection[Any], *args: Any) -> Any:
+        with lock:
+            if not killed:
+                killed.append(conn.info.backend_pid)
+                with psycopg.connect(db_conninfo, autocommit=True) as admin:
+                    admin.execute("SELECT pg_terminate_backend(%s)", (killed[0],))
+        return real_stage_table(conn, *args)
+
+    monkeypatch.setattr(staging, "_stage_table", kill_the_first_backend)
+    events: list[str] = []
+    fast_retries = settings.model_copy(
+        update={
+            "parallel_queries": 3,
+            "retry": settings.retry.model_copy(update={"initial_wait_seconds": 0.1}),
+        }
+    )
+    results = export_datasets(
+        fast_retries,
+        DATASETS,
+        [date(2025, 6, 30)],
+        ["parquet"],
+        progress=lambda event: events.append(event.kind),
+    )
+
+    assert killed and events.count("retry") == 1
+    assert {r.dataset for r in results} == set(DATASETS)
+    assert set(balances(runtime_dir).values()) == {Decimal("39000.00")}
+    assert not list((runtime_dir / "exports").rglob("*.tmp"))
