@@ -9,17 +9,15 @@ import typer
 
 from abaco_cli.cli import console
 from abaco_cli.cli.common import handle_errors, state
-from abaco_cli.db.connect import redacted_dsn
+from abaco_cli.redaction import redacted_settings
 from abaco_cli.settings import Settings, config_file_path
 
 app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
 
 
 def effective(settings: Settings) -> dict[str, Any]:
-    """Every setting as JSON-ready data, the database URL with its password as ***."""
-    data: dict[str, Any] = json.loads(settings.model_dump_json())
-    data["database_url"] = redacted_dsn(settings)
-    return data
+    """Every setting as JSON-ready data, every secret as *** (both DSNs included)."""
+    return redacted_settings(settings)
 
 
 @app.command("show")

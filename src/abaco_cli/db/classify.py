@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from functools import lru_cache
+
 import psycopg
 
 from abaco_cli.errors import AbacoError, SourceQueryError, SourceUnavailableError
+from abaco_cli.redaction import Redactor
 
 # SQLSTATEs worth a retry: the same statement may well succeed a moment later.
 TRANSIENT_SQLSTATES = frozenset(
@@ -24,12 +28,14 @@ class TransientSourceError(SourceUnavailableError):
     """A failure that a retry may cure (connection refused or reset, shutdown, serialization)."""
 
 
-def scrub(text: str, secrets: list[str]) -> str:
-    """Remove every secret from a message before it can reach a log or a terminal."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+@lru_cache(maxsize=32)
+def _redactor_of(secrets: frozenset[str]) -> Redactor:
+    return Redactor(secrets)
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """Compatibility: ``Redactor(secrets).text(text)``; use a :class:`Redactor` instead."""
+    return _redactor_of(frozenset(secrets)).text(text)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -37,11 +43,23 @@ def _first_line(exc: BaseException) -> str:
     return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
-def classify(exc: psycopg.Error, *, secrets: list[str], during: str) -> AbacoError:
-    """Translate a psycopg error into abaco's hierarchy: transient, unavailable or query error."""
+def classify(
+    exc: psycopg.Error,
+    *,
+    during: str,
+    redactor: Redactor | None = None,
+    secrets: Iterable[str] | None = None,
+) -> AbacoError:
+    """Translate a psycopg error into abaco's hierarchy: transient, unavailable or query error.
+
+    The message goes through ``redactor`` (``Redactor.from_settings(settings)``); ``secrets``
+    is the older spelling, ``Redactor(secrets)``. With neither, embedded DSNs are still redacted.
+    """
+    if redactor is None:
+        redactor = _redactor_of(frozenset(secrets or ()))
     sqlstate = getattr(exc, "sqlstate", None) or ""
     primary = exc.diag.message_primary if sqlstate else None
-    message = scrub(primary or _first_line(exc), secrets)
+    message = redactor.text(primary or _first_line(exc))
     if sqlstate in AUTH_SQLSTATES or "authentication failed" in message:
         return SourceUnavailableError(
             f"{during}: the database refused the credentials: {message}",

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import IsolationLevel
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -22,6 +22,7 @@ from tenacity import (
 
 from abaco_cli.db.classify import TransientSourceError, classify
 from abaco_cli.errors import ConfigurationError
+from abaco_cli.redaction import Redactor
 from abaco_cli.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,16 +55,11 @@ def _conninfo(settings: Settings) -> str:
 
 
 def secrets_of(settings: Settings) -> list[str]:
-    """Every secret value that must never reach output (the password, the whole URL)."""
-    raw = settings.database_url.get_secret_value() if settings.database_url else ""
-    found = [raw] if raw else []
-    try:
-        password = conninfo_to_dict(raw).get("password")
-    except psycopg.ProgrammingError:
-        password = None
-    if password:
-        found.append(str(password))
-    return sorted(found, key=len, reverse=True)
+    """Compatibility: every secret of the configuration, longest first.
+
+    Use ``Redactor.from_settings(settings)`` instead; this is its ``secrets``.
+    """
+    return list(Redactor.from_settings(settings).secrets)
 
 
 def source_identity(settings: Settings) -> SourceIdentity:
@@ -88,17 +84,10 @@ def source_identity(settings: Settings) -> SourceIdentity:
 
 
 def redacted_dsn(settings: Settings) -> str | None:
-    """The configured connection string with its password replaced by ***."""
+    """The configured connection string with every secret parameter as *** (None: unset)."""
     if settings.database_url is None:
         return None
-    raw = settings.database_url.get_secret_value()
-    try:
-        params = conninfo_to_dict(raw)
-    except psycopg.ProgrammingError:
-        return "*** (unparseable)"
-    if "password" in params:
-        params["password"] = "***"  # noqa: S105 (the redaction mark)
-    return make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
+    return Redactor.from_settings(settings).dsn(settings.database_url.get_secret_value())
 
 
 def connect(settings: Settings, *, read_only: bool = True) -> Connection:
@@ -113,7 +102,7 @@ def connect(settings: Settings, *, read_only: bool = True) -> Connection:
         )
     except psycopg.Error as exc:
         raise classify(
-            exc, secrets=secrets_of(settings), during="connecting to the source"
+            exc, redactor=Redactor.from_settings(settings), during="connecting to the source"
         ) from None
     if read_only:
         conn.isolation_level = IsolationLevel.REPEATABLE_READ

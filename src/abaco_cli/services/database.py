@@ -12,10 +12,11 @@ from psycopg import sql
 
 from abaco_cli.audit.sink import init_audit_table
 from abaco_cli.db.classify import classify
-from abaco_cli.db.connect import Connection, connect, secrets_of, source_identity, with_retries
+from abaco_cli.db.connect import Connection, connect, source_identity, with_retries
 from abaco_cli.db.contract import ContractProblem, check_contract, init_contract
 from abaco_cli.db.seed import SeedProgress, SeedResult, seed_portfolio
 from abaco_cli.errors import ContractError
+from abaco_cli.redaction import Redactor
 from abaco_cli.services.auditing import audited
 from abaco_cli.services.runs import new_run_id
 from abaco_cli.settings import Settings
@@ -51,7 +52,7 @@ def _with_connection(settings: Settings, during: str, job: Callable[[Connection]
         try:
             return job(conn)
         except psycopg.Error as exc:
-            raise classify(exc, secrets=secrets_of(settings), during=during) from None
+            raise classify(exc, redactor=Redactor.from_settings(settings), during=during) from None
         finally:
             conn.close()
 
