@@ -3,20 +3,41 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 LOANS  ?= 250000
+# The hash-checked dependency locks (requirements/README.md); `make lock` regenerates them.
+LOCKS   = requirements/runtime.lock requirements/dev.lock
+LOCK_FLAGS = --quiet --generate-hashes --universal --python-version 3.11 \
+	--annotation-style line --custom-compile-command 'make lock' \
+	$(if $(UPGRADE),--upgrade) $(foreach p,$(UPGRADE_PACKAGE),--upgrade-package $(p))
 
 .DEFAULT_GOAL := help
-.PHONY: help install postgres demo test lint format bench bench-all clean check-deploy install-units install-cron
+.PHONY: help install lock audit-deps postgres demo test lint format bench bench-all clean check-deploy \
+	install-units install-cron
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: pyproject.toml
+# Every dependency (and pip, setuptools, wheel) from the dev lock, each file checked against its
+# sha256; then abaco itself, editable, with nothing else (--no-deps) and no build download
+# (--no-build-isolation: setuptools comes from the lock).
+$(BIN)/.installed: pyproject.toml $(LOCKS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
-install: $(BIN)/.installed ## Create .venv with abaco and its test and lint tools
+install: $(BIN)/.installed ## Create .venv from requirements/dev.lock (hash-checked) with abaco
+
+lock: install ## Re-resolve requirements/*.lock from pyproject.toml (UPGRADE=1 or UPGRADE_PACKAGE=x)
+	$(BIN)/uv pip compile $(LOCK_FLAGS) --extra test --extra dev \
+		-o requirements/dev.lock pyproject.toml requirements/build.in
+	$(BIN)/uv pip compile $(LOCK_FLAGS) -c requirements/dev.lock \
+		-o requirements/runtime.lock pyproject.toml requirements/build.in
+
+audit-deps: install ## pip-audit --strict of both locks (needs PyPI's vulnerability data: network)
+	@status=0; for lock in $(LOCKS); do \
+		echo "pip-audit --strict -r $$lock"; \
+		$(BIN)/pip-audit --strict --disable-pip --progress-spinner off -r $$lock || status=1; \
+	done; exit $$status
 
 postgres: ## Make sure PostgreSQL's server programs are present (installs them as root on Debian)
 	@scripts/ensure-postgres.sh
