@@ -10,19 +10,26 @@ syscall groups for SystemCallFilter=, a /proc mounted with subset=pid for ProcSu
 from __future__ import annotations
 
 import fcntl
+import grp
 import itertools
 import json
 import os
+import pwd
 import re
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from tests.conftest import Server
 
@@ -531,31 +538,54 @@ def _dry_run(*args: str) -> str:
     return result.stdout
 
 
+VENV_ID = r"abaco-\d+\.\d+\.\d+[^-\s]*-[0-9a-f]{12}"
+
+
 def test_install_dry_run_with_systemd_puts_everything_in_place() -> None:
     out = _dry_run("--systemd")
     user_exists = subprocess.run(["id", "abaco"], capture_output=True, check=False).returncode == 0
     if not user_exists:
         assert re.search(r"useradd --system .*--shell /usr/sbin/nologin .*abaco$", out, re.M)
-    assert "install -d -m 0750 -o abaco -g abaco /var/lib/abaco\n" in out
-    assert re.search(r"-m venv /opt/abaco/venv$", out, re.M)
-    assert re.search(r"pip install --quiet --upgrade \S+$", out, re.M)
+    if not Path("/var/lib/abaco").exists():
+        assert "install -d -m 0750 -o abaco -g abaco /var/lib/abaco\n" in out
+    venv = re.search(rf"-m venv (/opt/abaco/venvs/{VENV_ID})$", out, re.M)
+    assert venv, out
+    lock = re.escape(str(ROOT / "requirements" / "runtime.lock"))
+    assert re.search(
+        rf"^\+ {venv[1]}/bin/python -m pip install --quiet --require-hashes -r {lock}$", out, re.M
+    )
+    assert re.search(r"pip install --quiet --no-deps --no-build-isolation \S+$", out, re.M)
+    assert f"{venv[1]}/bin/python -m pip check" in out
+    assert "--upgrade" not in out  # nothing unpinned
+    link = venv[1].removeprefix("/opt/abaco/")
+    assert f"+ ln -sfn {link} /opt/abaco/venv.abaco-new\n" in out
+    assert "+ mv -fT /opt/abaco/venv.abaco-new /opt/abaco/venv\n" in out
     if not Path("/etc/abaco/abaco.env").exists():
         assert re.search(
-            r"install -m 0600 -o abaco -g abaco \S+/abaco\.env\.example /etc/abaco/abaco\.env$",
+            r"install -m 0640 -o root -g abaco \S+/abaco\.env\.example /etc/abaco/abaco\.env$",
             out,
             re.M,
         )
     assert "/etc/systemd/system/abaco-.service.d/sandbox.conf" in out
-    enable = next(line for line in out.splitlines() if "systemctl enable --now" in line)
-    assert set(enable.split()[4:]) == set(timers())
-    assert "systemctl daemon-reload" in out
+    if not any(Path("/etc/systemd/system", t).exists() for t in timers()):
+        enable = next(line for line in out.splitlines() if line.startswith("+ systemctl enable"))
+        assert set(enable.split()[3:]) == set(timers())
+        start = next(line for line in out.splitlines() if line.startswith("+ systemctl start"))
+        assert set(start.split()[3:]) == set(timers())
+        assert "systemctl daemon-reload" in out
 
 
 def test_install_dry_run_with_cron() -> None:
     out = _dry_run("--cron")
-    assert re.search(r"install -m 0644 \S+/cron/abaco\.cron /etc/cron\.d/abaco$", out, re.M)
     assert re.search(
-        r"install -m 0644 \S+/cron/abaco\.logrotate /etc/logrotate\.d/abaco$", out, re.M
+        r"install -m 0644 -o root -g root \S+/abaco\.cron /etc/cron\.d/abaco\.abaco-new$", out, re.M
+    )
+    assert "+ mv -fT /etc/cron.d/abaco.abaco-new /etc/cron.d/abaco\n" in out
+    assert re.search(
+        r"install -m 0644 -o root -g root \S+/cron/abaco\.logrotate "
+        r"/etc/logrotate\.d/abaco\.abaco-new$",
+        out,
+        re.M,
     )
     assert "systemctl" not in out
 
@@ -635,6 +665,499 @@ def test_wrapper_as_root_switches_to_the_abaco_user(tmp_path: Path) -> None:
         check=True,
     )
     assert result.stdout.strip() == f"runuser -u abaco -- {wrapper} healthcheck --json"
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="running the wrapper as another user needs root and setpriv (util-linux)",
+)
+def test_wrapper_reads_an_environment_file_of_root_and_its_group() -> None:
+    """/etc/abaco/abaco.env is root:abaco 0640 in a root:abaco 0750 folder: the abaco user reads
+    it (the wrapper, cron) and cannot change it; systemd reads it as root."""
+    gid = grp.getgrnam(_group_of("nobody")).gr_gid
+    base = _world_readable_dir()
+    try:
+        folder = base / "etc-abaco"
+        folder.mkdir()
+        os.chown(folder, 0, gid)
+        folder.chmod(0o750)
+        env_file = folder / "abaco.env"
+        env_file.write_text("ABACO_DATABASE_URL='postgresql://u:secret@db/x'\n")
+        os.chown(env_file, 0, gid)
+        env_file.chmod(0o640)
+        fake = base / "fake-abaco"
+        fake.write_text('#!/bin/sh\nprintf "%s" "$ABACO_DATABASE_URL"\n')
+        fake.chmod(0o755)
+        as_nobody = ["setpriv", "--reuid=65534", f"--regid={gid}", "--clear-groups"]
+        env = {"PATH": "/usr/bin:/bin", "ABACO_ENV_FILE": str(env_file), "ABACO_BIN": str(fake)}
+        result = subprocess.run(
+            [*as_nobody, str(DEPLOY / "bin" / "abaco"), "healthcheck"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "postgresql://u:secret@db/x"
+        write = subprocess.run(
+            [*as_nobody, "sh", "-c", f"echo x >> {env_file}"], capture_output=True, check=False
+        )
+        assert write.returncode != 0, "the abaco user must not be able to change its environment"
+    finally:
+        shutil.rmtree(base)
+
+
+# --- the dependency locks ---------------------------------------------------------------------
+
+REQUIREMENTS = ROOT / "requirements"
+RUNTIME_LOCK = REQUIREMENTS / "runtime.lock"
+DEV_LOCK = REQUIREMENTS / "dev.lock"
+# Libraries whose major versions change behaviour: pyproject.toml bounds them from above.
+BOUNDED = ("pandas", "pyarrow", "psycopg", "typer", "pydantic")
+_PIN = re.compile(
+    r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>\S+)"
+    r"(?:\s*;\s*(?P<marker>.+?))?"
+    r"(?P<hashes>(?:\s+--hash=sha256:[0-9a-f]{64})+)"
+)
+
+
+def read_lock(path: Path) -> dict[str, tuple[str, str, frozenset[str]]]:
+    """A `uv pip compile --generate-hashes` file: name -> (version, marker, sha256 hashes).
+    Every requirement must be an exact pin with at least one hash."""
+    pins: dict[str, tuple[str, str, frozenset[str]]] = {}
+    for line in path.read_text(encoding="utf-8").replace("\\\n", " ").splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        found = _PIN.fullmatch(line.split("  #", 1)[0].strip())
+        assert found, f"{path.name}: not a hashed exact pin: {line[:100]}"
+        name = canonicalize_name(found["name"])
+        assert name not in pins, f"{path.name}: {name} twice"
+        hashes = frozenset(re.findall(r"sha256:([0-9a-f]{64})", found["hashes"]))
+        pins[name] = (found["version"], found["marker"] or "", hashes)
+    return pins
+
+
+def _pyproject() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def _requirements(*extras: str) -> list[Requirement]:
+    project = _pyproject()["project"]
+    specs = list(project["dependencies"])
+    for extra in extras:
+        specs += project["optional-dependencies"][extra]
+    build_in = (REQUIREMENTS / "build.in").read_text(encoding="utf-8").splitlines()
+    specs += [line for line in build_in if line.strip() and not line.startswith("#")]
+    return [Requirement(spec) for spec in specs]
+
+
+@pytest.mark.parametrize("lock", [RUNTIME_LOCK, DEV_LOCK], ids=lambda p: p.name)
+def test_lock_pins_every_package_with_hashes(lock: Path) -> None:
+    pins = read_lock(lock)
+    assert len(pins) > 10
+    assert all(hashes for _, _, hashes in pins.values())
+    assert "make lock" in lock.read_text(encoding="utf-8").split("\n", 3)[1]  # how to redo it
+
+
+@pytest.mark.parametrize(
+    ("lock", "extras"), [(RUNTIME_LOCK, ()), (DEV_LOCK, ("test", "dev"))], ids=["runtime", "dev"]
+)
+def test_lock_satisfies_pyproject(lock: Path, extras: tuple[str, ...]) -> None:
+    """Every requirement of pyproject.toml (and of requirements/build.in) has a pin inside its
+    range: a changed pyproject.toml without `make lock` fails here."""
+    pins = read_lock(lock)
+    environment = {"python_version": "3.11", "python_full_version": "3.11.0"}
+    environment |= {"sys_platform": "linux", "platform_system": "Linux"}
+    for requirement in _requirements(*extras):
+        name = canonicalize_name(requirement.name)
+        if requirement.marker and not requirement.marker.evaluate(environment):
+            continue
+        assert name in pins, f"{lock.name} lacks {requirement} (make lock)"
+        version = pins[name][0]
+        assert requirement.specifier.contains(version, prereleases=True), (
+            f"{lock.name}: {name}=={version} is outside {requirement} (make lock)"
+        )
+
+
+def test_runtime_lock_is_the_runtime_part_of_the_dev_lock() -> None:
+    """Tests run against exactly the versions and files that production installs."""
+    dev = read_lock(DEV_LOCK)
+    for name, pin in read_lock(RUNTIME_LOCK).items():
+        assert dev.get(name) == pin, f"{name}: runtime.lock {pin[0]}, dev.lock {dev.get(name)}"
+
+
+def test_libraries_whose_majors_change_behaviour_are_bounded() -> None:
+    runtime = {canonicalize_name(r.name): r for r in _requirements()}
+    locked = read_lock(RUNTIME_LOCK)
+    for name in BOUNDED:
+        requirement = runtime[name]
+        assert any(spec.operator in ("<", "<=") for spec in requirement.specifier), requirement
+        version = Version(locked[name][0])
+        # the next major (for a 0.x library, the next minor) is outside the range
+        after = f"0.{version.minor + 1}" if version.major == 0 else f"{version.major + 1}.0"
+        assert not requirement.specifier.contains(after), f"{requirement} allows {after}"
+
+
+def test_build_tools_are_locked_too() -> None:
+    """pip, setuptools and wheel come from the locks (no unpinned `pip install --upgrade pip`,
+    no build dependency downloaded unchecked)."""
+    build_requires = [Requirement(r) for r in _pyproject()["build-system"]["requires"]]
+    for lock in (RUNTIME_LOCK, DEV_LOCK):
+        pins = read_lock(lock)
+        assert "pip" in pins
+        for requirement in build_requires:
+            assert requirement.specifier.contains(pins[canonicalize_name(requirement.name)][0])
+
+
+def _make(tmp_path: Path, *args: str, stamp_age: float | None = None) -> str:
+    """`make -n ARGS` with the venv in tmp_path; its stamp `stamp_age` seconds older than the
+    lock files (None: no venv at all)."""
+    venv = tmp_path / "venv"
+    if stamp_age is not None:
+        (venv / "bin").mkdir(parents=True)
+        newest = max(p.stat().st_mtime for p in (RUNTIME_LOCK, DEV_LOCK, ROOT / "pyproject.toml"))
+        stamp = venv / "bin" / ".installed"
+        stamp.touch()
+        os.utime(stamp, (newest - stamp_age, newest - stamp_age))
+    result = subprocess.run(
+        ["make", "-n", "-C", str(ROOT), f"VENV={venv}", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_install_installs_the_dev_lock_with_hashes(tmp_path: Path) -> None:
+    out = _make(tmp_path, "install")
+    assert "pip install --quiet --require-hashes -r requirements/dev.lock" in out
+    assert "pip install --quiet --no-deps --no-build-isolation -e ." in out
+    assert "--upgrade" not in out
+    # the venv is rebuilt when a lock changes, and left alone when it has not
+    assert "--require-hashes" in _make(tmp_path / "old", "install", stamp_age=60)
+    assert "pip install" not in _make(tmp_path / "new", "install", stamp_age=-60)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_audit_deps_and_lock(tmp_path: Path) -> None:
+    audit = _make(tmp_path / "a", "audit-deps", stamp_age=-60)
+    assert "pip-audit --strict" in audit and "requirements/runtime.lock" in audit
+    lock = _make(tmp_path / "b", "lock", stamp_age=-60)
+    assert lock.count("uv pip compile") == 2 and "--generate-hashes" in lock
+    listed = subprocess.run(
+        ["make", "-C", str(ROOT), "help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "make lock" in listed and "make audit-deps" in listed
+
+
+# --- install.sh for real, into a sandbox root ---------------------------------------------------
+#
+# ABACO_INSTALL_ROOT puts every file under a folder instead of /, ABACO_INSTALL_USER/GROUP name an
+# existing account (nobody) instead of abaco, and a stand-in systemctl keeps unit state in files.
+# The sandbox starts as a VM that an older release was installed on, with an operator's edits.
+
+_FAKE_SYSTEMCTL = """#!/bin/sh
+# systemctl stand-in: state in $FAKE_SYSTEMD/enabled/<unit> and active/<unit>; each call is logged
+# with where /opt/abaco/venv points and which venvs exist at that moment.
+state=$FAKE_SYSTEMD
+opt=$ABACO_INSTALL_ROOT/opt/abaco
+mkdir -p "$state/enabled" "$state/active"
+echo "$* | venv=$(readlink "$opt/venv") | venvs=$(ls "$opt/venvs" | tr '\\n' ' ')" >>"$state/calls"
+case "$1" in
+  is-active|is-enabled)
+    dir=active; [ "$1" = is-enabled ] && dir=enabled
+    shift; [ "$1" = --quiet ] && shift
+    [ -e "$state/$dir/$1" ]; exit $? ;;
+  enable) shift; for u in "$@"; do touch "$state/enabled/$u"; done ;;
+  start) shift; for u in "$@"; do touch "$state/active/$u"; done ;;
+  stop) shift; for u in "$@"; do rm -f "$state/active/$u"; done ;;
+  daemon-reload) ;;
+  *) echo "unexpected: systemctl $*" >&2; exit 1 ;;
+esac
+"""
+OLD_VENV = "abaco-0.0.9-aaaaaaaaaaaa"  # what the link points at: kept as the previous venv
+OLDER_VENV = "abaco-0.0.8-bbbbbbbbbbbb"  # removed
+OPERATOR_ENV = "ABACO_DATABASE_URL='postgresql://exporter:s3cret@db.internal:5432/postgres'\n"
+OPERATOR_TOML = '[health]\ndatasets = ["dpd"]\n'
+OPERATOR_MAILTO = "MAILTO=data-oncall@example.com"
+
+
+def _group_of(user: str) -> str:
+    return grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
+
+
+def _snapshot(root: Path) -> dict[str, tuple[object, ...]]:
+    """Every path under root with its type, mode, owner, size, times and link target."""
+    seen: dict[str, tuple[object, ...]] = {}
+    for folder, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            path = Path(folder, name)
+            st = path.lstat()
+            target = os.readlink(path) if path.is_symlink() else None
+            seen[str(path.relative_to(root))] = (
+                st.st_mode,
+                st.st_uid,
+                st.st_gid,
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                target,
+            )
+    return seen
+
+
+def _shipped_cron_with_operator_edits(comment: str = "#") -> str:
+    """The shipped cron file with the operator's MAILTO and the kpi job commented out."""
+    lines = []
+    for line in CRON.read_text(encoding="utf-8").splitlines():
+        if line.startswith("MAILTO="):
+            line = OPERATOR_MAILTO
+        elif "abaco export kpi " in line:
+            line = comment + line
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def _sandbox_vm(base: Path, *, legacy_venv: bool = False) -> dict[str, Any]:
+    """A root folder as an older release left it, plus the operator's edits."""
+    root = base / "root"
+    opt = root / "opt" / "abaco"
+    for name in (OLDER_VENV, OLD_VENV):
+        (opt / "venvs" / name / "bin").mkdir(parents=True)
+        (opt / "venvs" / name / ".abaco-complete").touch()
+    if legacy_venv:  # install.sh before venvs/: a plain folder
+        (opt / "venv" / "bin").mkdir(parents=True)
+    else:
+        (opt / "venv").symlink_to(f"venvs/{OLD_VENV}")
+    units = root / "etc" / "systemd" / "system"
+    units.mkdir(parents=True)
+    state = base / "systemd"
+    (state / "enabled").mkdir(parents=True)
+    (state / "active").mkdir()
+    for name in [*services(), *timers()]:
+        if name == "abaco-healthcheck.timer":
+            continue  # a timer this release adds
+        shutil.copy(SYSTEMD / name, units / name)
+        if name.endswith(".timer") and name != "abaco-export-kpi.timer":  # kpi: disabled
+            (state / "enabled" / name).touch()
+            (state / "active" / name).touch()
+    group = _group_of("nobody")
+    etc = root / "etc" / "abaco"
+    etc.mkdir(parents=True)
+    env_file = etc / "abaco.env"
+    env_file.write_text(OPERATOR_ENV)
+    env_file.chmod(0o600)  # the old mode and owner
+    os.chown(env_file, pwd.getpwnam("nobody").pw_uid, grp.getgrnam(group).gr_gid)
+    (etc / "abaco.toml").write_text(OPERATOR_TOML)
+    (root / "etc" / "cron.d").mkdir()
+    (root / "etc" / "cron.d" / "abaco").write_text(_shipped_cron_with_operator_edits())
+    fake_bin = base / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "systemctl").write_text(_FAKE_SYSTEMCTL)
+    (fake_bin / "useradd").write_text("#!/bin/sh\necho 'useradd must not run here' >&2\nexit 1\n")
+    for tool in fake_bin.iterdir():
+        tool.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{fake_bin}:{os.environ['PATH']}",
+        "FAKE_SYSTEMD": str(state),
+        "ABACO_INSTALL_ROOT": str(root),
+        "ABACO_INSTALL_USER": "nobody",
+        "ABACO_INSTALL_GROUP": group,
+    }
+    return {"root": root, "opt": opt, "state": state, "env": env, "group": group}
+
+
+def _install_into(vm: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+    calls = vm["state"] / "calls"
+    calls.unlink(missing_ok=True)
+    python = getattr(sys, "_base_executable", sys.executable)  # not this venv's python
+    command = ["bash", str(DEPLOY / "install.sh"), *args, "--python", python]
+    command += ["--metrics-reader", "abaco-test-no-such-user"]
+    return subprocess.run(
+        command,
+        env=vm["env"],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+
+
+def _calls(vm: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(command, venv link target, venvs present) of each systemctl call of the last run."""
+    path = vm["state"] / "calls"
+    if not path.exists():
+        return []
+    found = []
+    for line in path.read_text().splitlines():
+        command, venv, venvs = line.split(" | ")
+        found.append((command, venv.removeprefix("venv="), venvs.removeprefix("venvs=")))
+    return found
+
+
+needs_root_and_nobody = pytest.mark.skipif(
+    os.geteuid() != 0
+    or subprocess.run(["id", "nobody"], capture_output=True, check=False).returncode != 0
+    or subprocess.run(["getent", "group", "adm"], capture_output=True, check=False).returncode,
+    reason="install.sh sets owners: needs root, the user nobody and the group adm",
+)
+
+
+@pytest.fixture(scope="module")
+def installed_vm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """install.sh run four times on one sandbox VM: --systemd twice, then --cron twice."""
+    vm = _sandbox_vm(tmp_path_factory.mktemp("vm"))
+    vm["runs"], vm["calls"], vm["after"] = [], [], []
+    for mode in ("--systemd", "--systemd", "--cron", "--cron"):
+        result = _install_into(vm, mode)
+        assert result.returncode == 0, result.stdout + result.stderr
+        vm["runs"].append(result)
+        vm["calls"].append(_calls(vm))
+        vm["after"].append(_snapshot(vm["root"]))
+    return vm
+
+
+@pytest.mark.slow
+@needs_root_and_nobody
+def test_install_builds_a_new_venv_from_the_lock_and_switches_the_link(
+    installed_vm: dict[str, Any],
+) -> None:
+    opt = installed_vm["opt"]
+    target = os.readlink(opt / "venv")
+    assert re.fullmatch(f"venvs/{VENV_ID}", target), target
+    new = target.removeprefix("venvs/")
+    # the new one and the previous one (a rollback is one link switch); the older one is gone
+    assert sorted(p.name for p in (opt / "venvs").iterdir()) == sorted([new, OLD_VENV])
+    version = subprocess.run(
+        [str(opt / "venv" / "bin" / "abaco"), "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert version.split()[-1] == _pyproject()["project"]["version"]
+    listed = subprocess.run(
+        [str(opt / "venv" / "bin" / "python"), "-m", "pip", "list", "--format=json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    installed = {canonicalize_name(p["name"]): p["version"] for p in json.loads(listed)}
+    locked = {name: pin[0] for name, pin in read_lock(RUNTIME_LOCK).items()}
+    locked = {n: v for n, v in locked.items() if n != "colorama"}  # Windows only
+    assert installed.pop("abaco") == _pyproject()["project"]["version"]
+    assert installed == locked  # exactly the lock: nothing more, nothing else
+    leftovers = [p for p in installed_vm["root"].rglob("*.abaco-new")]
+    assert not leftovers
+
+
+@pytest.mark.slow
+@needs_root_and_nobody
+def test_install_stops_the_timers_around_the_switch_and_keeps_a_disabled_one_off(
+    installed_vm: dict[str, Any],
+) -> None:
+    calls = installed_vm["calls"][0]
+    commands = [c for c, _, _ in calls if not c.startswith("is-")]
+    stop = next(c for c in calls if c[0].startswith("stop "))
+    start = next(c for c in calls if c[0].startswith("start "))
+    new = os.readlink(installed_vm["opt"] / "venv")
+    active_before = {
+        t for t in timers() if t not in ("abaco-export-kpi.timer", "abaco-healthcheck.timer")
+    }
+    # stopped before the new venv existed, with the link still on the old one
+    assert set(stop[0].split()[1:]) == active_before
+    assert stop[1] == f"venvs/{OLD_VENV}" and new.removeprefix("venvs/") not in stop[2]
+    # started again once the link points at the new venv: the ones that ran, and the new timer
+    assert start[1] == new
+    assert set(start[0].split()[1:]) == active_before | {"abaco-healthcheck.timer"}
+    assert commands == [
+        stop[0],
+        "daemon-reload",
+        "enable abaco-healthcheck.timer",
+        start[0],
+    ]
+    state = installed_vm["state"]
+    assert not (state / "enabled" / "abaco-export-kpi.timer").exists()  # the operator's choice
+    assert not (state / "active" / "abaco-export-kpi.timer").exists()
+    for unit in [*services(), *timers()]:
+        installed = installed_vm["root"] / "etc" / "systemd" / "system" / unit
+        assert installed.read_bytes() == (SYSTEMD / unit).read_bytes()
+
+
+@pytest.mark.slow
+@needs_root_and_nobody
+def test_install_twice_changes_nothing(installed_vm: dict[str, Any]) -> None:
+    systemd_first, systemd_second, cron_first, cron_second = installed_vm["after"]
+    assert systemd_second == systemd_first
+    assert cron_second == cron_first
+    # the second run only asked systemd; it stopped, started and reloaded nothing
+    assert all(c.startswith("is-") for c, _, _ in installed_vm["calls"][1])
+    assert "already installed" in installed_vm["runs"][1].stdout
+    # the cron runs reused the venv and the link as they were, and called no systemctl
+    program = {k: v for k, v in systemd_first.items() if k.startswith("opt/abaco/")}
+    assert program == {k: v for k, v in cron_second.items() if k.startswith("opt/abaco/")}
+    assert not installed_vm["calls"][2] and not installed_vm["calls"][3]
+
+
+@pytest.mark.slow
+@needs_root_and_nobody
+def test_install_keeps_the_operators_environment_file_and_fixes_its_owner(
+    installed_vm: dict[str, Any],
+) -> None:
+    etc = installed_vm["root"] / "etc" / "abaco"
+    env_file = etc / "abaco.env"
+    assert env_file.read_text() == OPERATOR_ENV
+    st = env_file.stat()
+    assert (st.st_mode & 0o7777, st.st_uid) == (0o640, 0)
+    assert grp.getgrgid(st.st_gid).gr_name == installed_vm["group"]
+    assert (etc / "abaco.toml").read_text() == OPERATOR_TOML
+    assert (etc.stat().st_mode & 0o7777, etc.stat().st_uid) == (0o750, 0)
+
+
+@pytest.mark.slow
+@needs_root_and_nobody
+def test_install_keeps_mailto_and_the_jobs_the_operator_commented_out(
+    installed_vm: dict[str, Any],
+) -> None:
+    cron = installed_vm["root"] / "etc" / "cron.d" / "abaco"
+    assert cron.read_text() == _shipped_cron_with_operator_edits(comment="# ")
+    assert (cron.stat().st_mode & 0o7777, cron.stat().st_uid) == (0o644, 0)
+    logrotate = installed_vm["root"] / "etc" / "logrotate.d" / "abaco"
+    assert logrotate.read_bytes() == (DEPLOY / "cron" / "abaco.logrotate").read_bytes()
+    assert "MAILTO=data-oncall@example.com" in installed_vm["runs"][2].stdout
+
+
+@needs_root_and_nobody
+def test_install_dry_run_in_a_sandbox_changes_nothing(tmp_path: Path) -> None:
+    """--dry-run on a VM with a venv from before venvs/: prints the move aside, the switch, the
+    removal of the stale venvs and the owner fix of abaco.env, and touches nothing."""
+    vm = _sandbox_vm(tmp_path, legacy_venv=True)
+    before = _snapshot(vm["root"])
+    for mode in ("--systemd", "--cron"):
+        result = _install_into(vm, mode, "--dry-run")
+        assert result.returncode == 0, result.stdout + result.stderr
+        out = result.stdout
+        opt = vm["opt"]
+        assert re.search(rf"^\+ mv -T {opt}/venv {opt}/venvs/legacy-\S+$", out, re.M)
+        assert f"+ mv -fT {opt}/venv.abaco-new {opt}/venv\n" in out
+        assert f"+ rm -rf {opt}/venvs/{OLDER_VENV}\n" in out
+        assert f"+ chmod 0640 {vm['root']}/etc/abaco/abaco.env\n" in out
+        assert f"+ chown root:{vm['group']} {vm['root']}/etc/abaco/abaco.env\n" in out
+        assert "--require-hashes -r" in out
+        assert not [c for c, _, _ in _calls(vm) if not c.startswith("is-")]
+    assert _snapshot(vm["root"]) == before
+
+
+def test_install_refuses_a_package_it_cannot_fingerprint(tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["bash", str(DEPLOY / "install.sh"), "--dry-run", "--package", "abaco==0.1.0"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "a wheel (.whl) or a source folder" in result.stderr
 
 
 # --- the sandbox does not break a real export --------------------------------------------------
