@@ -6,7 +6,8 @@ storage service agent may publish; dead letters; least-privilege service account
 bucket or the subscription, never on the project; BigQuery external tables over the Parquet
 files of the runtime tree, Hive-partitioned on as_of_date (which the Parquet files leave to the
 folder name); typed and described variables; `terraform fmt` clean.
-`terraform validate` needs the provider registry and is not run here (terraform/README.md).
+`terraform validate` needs the provider registry and is not run here (terraform/README.md); the
+versions are pinned with `~>`, and the provider lock file is checked once it is committed.
 """
 
 from __future__ import annotations
@@ -141,6 +142,9 @@ NOTIFY = TERRAFORM / "modules" / "export_notifications"
 ACCESS = TERRAFORM / "modules" / "export_access"
 BIGQUERY = TERRAFORM / "modules" / "bigquery_exports"
 EXAMPLE = TERRAFORM / "examples" / "landing_zone"
+# Every versions.tf pins these; .terraform.lock.hcl (terraform/README.md) pins the exact release.
+TERRAFORM_CONSTRAINT = "~> 1.5"
+GOOGLE_CONSTRAINT = "~> 6.0"
 
 
 # --- files and layout ----------------------------------------------------------------------------
@@ -156,10 +160,49 @@ def test_terraform_google_modules_layout(folder: Path) -> None:
     for name in ("main.tf", "variables.tf", "outputs.tf", "versions.tf", "README.md"):
         assert (folder / name).is_file(), f"{folder.relative_to(ROOT)} lacks {name}"
     versions = load(folder / "versions.tf")["terraform"][0]
-    assert versions["required_version"].startswith(">=")
+    assert versions["required_version"] == TERRAFORM_CONSTRAINT
     google = versions["required_providers"][0]["google"]
     assert google["source"] == "hashicorp/google"
-    assert re.match(r">=\s*\d", google["version"])
+    assert google["version"] == GOOGLE_CONSTRAINT
+
+
+def _pessimistic(constraint: str, version: str) -> bool:
+    """Terraform's `~> X.Y`: X.Y or newer, below (X+1).0."""
+    match = re.fullmatch(r"~>\s*(\d+)\.(\d+)", constraint)
+    assert match, f"not a ~> X.Y constraint: {constraint}"
+    major, minor = int(match[1]), int(match[2])
+    parts = [int(p) for p in re.findall(r"\d+", version)[:3]]
+    return parts[0] == major and parts[1:2] >= [minor]
+
+
+def test_versions_are_pinned_with_pessimistic_constraints() -> None:
+    """`~>` on Terraform and the provider: a new major release never arrives unasked."""
+    for path in TERRAFORM.rglob("versions.tf"):
+        text = path.read_text(encoding="utf-8")
+        assert ">=" not in text.split("required_providers")[1].split("}")[0], path
+    assert _pessimistic(GOOGLE_CONSTRAINT, "6.0.0")
+    assert _pessimistic(GOOGLE_CONSTRAINT, "6.49.1")
+    assert not _pessimistic(GOOGLE_CONSTRAINT, "7.0.0")
+    assert not _pessimistic(GOOGLE_CONSTRAINT, "5.45.0")
+    assert not _pessimistic(TERRAFORM_CONSTRAINT, "2.0.0")
+
+
+def test_provider_lock_file_pins_the_provider_with_hashes_or_is_documented() -> None:
+    """`.terraform.lock.hcl` needs the registry (unreachable here): until it is committed, the
+    README says how to make it; once it is, it must pin hashicorp/google inside the constraint
+    with checksums."""
+    lock = EXAMPLE / ".terraform.lock.hcl"
+    if not lock.exists():
+        readme = (TERRAFORM / "README.md").read_text(encoding="utf-8")
+        assert "terraform providers lock -platform=linux_amd64" in readme
+        assert ".terraform.lock.hcl" in readme
+        return
+    providers = {name: body for entry in load(lock)["provider"] for name, body in entry.items()}
+    assert set(providers) == {"registry.terraform.io/hashicorp/google"}, providers
+    google = providers["registry.terraform.io/hashicorp/google"]
+    assert _pessimistic(GOOGLE_CONSTRAINT, google["version"]), google["version"]
+    assert google["constraints"] == GOOGLE_CONSTRAINT
+    assert google["hashes"] and all(h.startswith(("h1:", "zh:")) for h in google["hashes"])
 
 
 def test_the_expected_modules_and_one_example() -> None:

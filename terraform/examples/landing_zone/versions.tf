@@ -1,10 +1,14 @@
+# Provider versions: "~> 6.0" allows 6.x, never 7.0. The exact release and its checksums belong
+# in .terraform.lock.hcl next to this file, generated where the registry is reachable:
+#   terraform providers lock -platform=linux_amd64 -platform=linux_arm64 -platform=darwin_arm64
+# (terraform/README.md); commit it, and `terraform init` then refuses a provider that differs.
 terraform {
-  required_version = ">= 1.5"
+  required_version = "~> 1.5"
 
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = ">= 5.30, < 7"
+      version = "~> 6.0"
     }
   }
 

@@ -1,10 +1,10 @@
 terraform {
-  required_version = ">= 1.5"
+  required_version = "~> 1.5"
 
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = ">= 5.30, < 7"
+      version = "~> 6.0"
     }
   }
 }
