@@ -20,8 +20,7 @@ import pytest
 from freezegun import freeze_time
 from typer.testing import CliRunner
 
-from abaco_cli.runtime import atomic
-from abaco_cli.services import exporting
+from abaco_cli.services import staging
 from abaco_cli.services.exporting import export_dataset
 from abaco_cli.settings import Settings
 from tests.conftest import invoke
@@ -144,17 +143,17 @@ def test_ctrl_c_records_fail_130(
 ) -> None:
     add_loans(db_conninfo)
 
-    def interrupt(temp: Path, target: Path) -> None:
+    def interrupt(*args: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(exporting, "publish", interrupt)
+    monkeypatch.setattr(staging, "_stage_table", interrupt)
     result = invoke(cli, "export", "dpd", "--as-of", "2025-06-30")
     assert result.exit_code == 130
     fail = read_records(runtime_dir)[-1]
     assert fail["event"] == "FAIL"
     assert fail["exit_code"] == 130
     assert fail["error"]["type"] == "KeyboardInterrupt"
-    monkeypatch.setattr(exporting, "publish", atomic.publish)
+    monkeypatch.undo()
     assert invoke(cli, "audit", "verify").exit_code == 0
 
 
@@ -192,6 +191,7 @@ def test_db_init_and_seed_are_audited(
         "seed": 1,
         "through": "2025-12-31",
         "replace": False,
+        "destroy": None,
     }
     assert records[3]["details"]["loans"] == 60
 
@@ -257,7 +257,8 @@ def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(
     write_lines(path, lines)
     code, report = verify_json(cli)
     assert code == 1
-    assert kinds(report) == ["broken_link"]
+    # the edited COMPLETE record no longer lists the run's files: its manifest is unaudited
+    assert kinds(report) == ["broken_link", "unaudited_run"]
     assert "line 3" in report["problems"][0]["message"]
 
 
@@ -295,7 +296,8 @@ def test_records_cut_off_the_end_are_detected(
     write_lines(path, path.read_text().splitlines()[:4])
     code, report = verify_json(cli)
     assert code == 1
-    assert kinds(report) == ["truncated"]
+    # the third export's records were cut: its live manifest has no record any more
+    assert kinds(report) == ["truncated", "unaudited_run"]
     assert "2 record(s) were cut off" in report["problems"][0]["message"]
 
 
@@ -305,7 +307,7 @@ def test_a_deleted_log_is_detected(
     audit_path(runtime_dir).unlink()
     code, report = verify_json(cli)
     assert code == 1
-    assert kinds(report) == ["truncated"]
+    assert kinds(report) == ["truncated"] + ["unaudited_run"] * 3
 
 
 def test_a_modified_artifact_is_named(
@@ -610,7 +612,10 @@ def test_sigterm_from_a_timer_is_audited_like_ctrl_c(
     assert "Traceback" not in stderr
     fail = read_records(runtime_dir)[-1]
     assert (fail["event"], fail["exit_code"]) == ("FAIL", 130)
-    assert fail["error"] == {"type": "Terminated", "message": "stopped by SIGTERM"}
+    assert fail["error"]["type"] == "InterruptedRun"
+    assert fail["error"]["message"].startswith("stopped by SIGTERM; nothing of run")
+    assert "interrupted by SIGTERM: nothing of run" in stderr
+    assert len(stderr.strip().splitlines()) <= 2  # the wait notice and the one error line
 
 
 def test_operations_commands_have_help(cli: CliRunner) -> None:

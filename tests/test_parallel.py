@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 
 from abaco_cli.services import staging
 from abaco_cli.services.exporting import export_datasets
+from abaco_cli.services.run import Run
 from abaco_cli.settings import Settings
 from portfolio import Portfolio, june_book
 from tests.conftest import invoke, read_parquet_export
@@ -88,7 +89,7 @@ def test_every_connection_reads_the_snapshot_of_the_first(
 
     monkeypatch.setattr(staging, "_stage_table", commit_a_loan_then_stage)
     parallel = settings.model_copy(update={"parallel_queries": workers})
-    export_datasets(parallel, DATASETS, [date(2025, 6, 30)], ["parquet"])
+    export_datasets(Run(parallel, "export all"), DATASETS, [date(2025, 6, 30)], ["parquet"])
 
     assert committed and len(backends) == workers
     loan_ids = {r["loan_id"] for r in rows(runtime_dir, "dpd", "loans")}
@@ -97,7 +98,7 @@ def test_every_connection_reads_the_snapshot_of_the_first(
 
     # the loan was really there: the next run sees it in every table
     monkeypatch.setattr(staging, "_stage_table", real_stage_table)
-    export_datasets(parallel, DATASETS, [date(2025, 6, 30)], ["parquet"])
+    export_datasets(Run(parallel, "export all"), DATASETS, [date(2025, 6, 30)], ["parquet"])
     assert "LATECOMER" in {r["loan_id"] for r in rows(runtime_dir, "dpd", "loans")}
     assert set(balances(runtime_dir).values()) == {Decimal("44000.00")}
 
@@ -129,7 +130,7 @@ def test_a_failing_query_cancels_the_others_and_stages_nothing(
         conn.execute("DROP TABLE commercial.rate_card")  # pricing/adherence fails
     parallel = settings.model_copy(update={"parallel_queries": 4})
     with pytest.raises(Exception, match="rate_card"):
-        export_datasets(parallel, DATASETS, [date(2025, 6, 30)], ["parquet", "csv"])
+        export_datasets(Run(parallel, "export all"), DATASETS, [date(2025, 6, 30)], ["parquet", "csv"])
     exports = runtime_dir / "exports"
     assert not [p for p in exports.rglob("*") if p.is_file() and "_audit" not in str(p)]
     assert not list(exports.rglob(f"as_of_date={DAY}"))  # no empty partition folder either
@@ -168,7 +169,7 @@ def test_a_source_that_cannot_share_its_snapshot_runs_one_query_at_a_time(
             }
         )
         with caplog.at_level(logging.WARNING):
-            export_datasets(reader, DATASETS, [date(2025, 6, 30)], ["parquet"])
+            export_datasets(Run(reader, "export all"), DATASETS, [date(2025, 6, 30)], ["parquet"])
         assert "cannot share a snapshot between connections" in caplog.text
         assert set(balances(runtime_dir).values()) == {Decimal("39000.00")}
     finally:
@@ -202,7 +203,7 @@ def test_a_connection_lost_mid_date_retries_the_date_on_fresh_connections(
         }
     )
     results = export_datasets(
-        fast_retries,
+        Run(fast_retries, "export all"),
         DATASETS,
         [date(2025, 6, 30)],
         ["parquet"],

@@ -111,3 +111,28 @@ class NotFoundError(AbacoError):
 
     exit_code = ExitCode.FAILED
     default_hint = "`abaco audit list --since 4w` lists recent runs and their ids."
+
+
+class UnsafePathError(AbacoError):
+    """A path abaco was asked to touch is not one of its places in the runtime tree (outside
+    it, the wrong kind of place, or behind a symbolic link): refused, nothing touched."""
+
+    exit_code = ExitCode.FAILED
+    default_hint = (
+        "abaco writes and deletes only its own places below the runtime tree and never follows "
+        "a symbolic link there; `abaco audit verify` lists what is out of place."
+    )
+
+
+class InterruptedRun(BaseException):
+    """Ctrl-C or SIGTERM during a run: it stopped cleanly; ``message`` says what was and was
+    not published. A BaseException, like KeyboardInterrupt, so that no ``except Exception``
+    swallows it."""
+
+    def __init__(self, signal_name: str = "SIGINT") -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.message = ""
+
+    def __str__(self) -> str:
+        return f"stopped by {self.signal_name}"

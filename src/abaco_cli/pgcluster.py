@@ -43,6 +43,11 @@ _FAST_SETTINGS = {
     "shared_buffers": "128MB",
     "max_connections": "50",
 }
+# The comment on the database a LocalCluster creates: `db seed --replace` may empty it unasked.
+DEMO_DATABASE_COMMENT = "abaco LocalCluster: a throwaway database"
+# What the server programs inherit of the caller's environment: nothing else (no password, no
+# ABACO_* settings, no cloud credentials) reaches /proc/<pid>/environ of the server.
+_KEPT_ENVIRONMENT = ("PATH", "TZ", "TMPDIR")
 _MAX_SOCKET_PATH = 103  # sun_path is 108 bytes on Linux, 104 on macOS, including the NUL
 _TIMEOUT_SECONDS = 120
 _LOG_TAIL_LINES = 15
@@ -295,7 +300,13 @@ class LocalCluster:
             return
         try:
             with psycopg.connect(self.dsn_for("postgres"), autocommit=True) as conn:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
+                name = sql.Identifier(self.database)
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
+                conn.execute(
+                    sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                        name, sql.Literal(DEMO_DATABASE_COMMENT)
+                    )
+                )
         except psycopg.Error as exc:
             raise AbacoError(
                 f"Could not create database {self.database!r} in the local PostgreSQL server",
@@ -308,7 +319,7 @@ class LocalCluster:
         if self._account is not None:
             account = self._account
             kwargs = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env = {k: os.environ[k] for k in _KEPT_ENVIRONMENT if k in os.environ}
         env.update(HOME=str(self.base_dir), LC_ALL="C", LANG="C")
         try:
             done = subprocess.run(

@@ -11,6 +11,7 @@ import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -406,6 +407,11 @@ class Settings(BaseSettings):
         description="libpq URL or key=value string; unset: libpq's PG* variables, service file",
     )
     runtime_dir: Path = Path("abaco_runtime")
+    business_timezone: str = Field(
+        default="UTC",
+        description="IANA time zone whose days the as-of dates are (e.g. America/El_Salvador); "
+        "the newest exportable as-of date is yesterday there",
+    )
     application_name: str = "abaco"
     connect_timeout_seconds: int = Field(default=5, ge=1, le=300)
     statement_timeout_seconds: int = Field(default=900, ge=0)
@@ -429,6 +435,15 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     prune: PruneSettings = Field(default_factory=PruneSettings)
+
+    @field_validator("business_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. UTC)") from None
+        return value
 
     @property
     def exports_dir(self) -> Path:

@@ -70,6 +70,23 @@ def started_by() -> tuple[str, str | None]:
     return "other", None
 
 
+def host_id() -> str:
+    """This host in the audit trail: ``<hostname>/<machine id, first 12 hex digits>``.
+
+    The machine id (/etc/machine-id, set once per installation and readable only as root to
+    change) keeps two VMs with the same hostname apart; without one, the hostname alone.
+    """
+    name = socket.gethostname()
+    for path in (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id")):
+        try:
+            machine = path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if len(machine) >= 12 and all(c in "0123456789abcdef" for c in machine):
+            return f"{name}/{machine[:12]}"
+    return name
+
+
 def current_actor() -> dict[str, Any]:
     """The actor block of an audit record."""
     via, unit = started_by()

@@ -6,6 +6,11 @@ spaces, UTF-8) without the ``hash`` field. Editing a record breaks its own hash;
 inserting or reordering records breaks a link; cutting records off the end is caught by the head
 file (``audit.jsonl.head``: the seq and hash of the last record), written after every append.
 
+Archiving: move ``audit.jsonl`` away and keep the head; the next append continues the chain
+from the head (seq N+1, prev_hash of record N), so the new log starts where the archived one
+ended and a sink that holds both stays one chain. Locally, records removed from the start of a
+log look like such an archive: only the PostgreSQL sink tells them apart.
+
 Appends hold an exclusive flock on the log itself, so records of concurrent processes never
 interleave and never fork the chain; readers hold a shared one and see whole records only.
 """
@@ -110,8 +115,13 @@ class AuditLog:
             fcntl.flock(fd, fcntl.LOCK_EX)
             last, ends_clean = _last_record(fd)
             record: dict[str, Any] = dict(fields)
-            record["seq"] = int(last["seq"]) + 1 if last else 1
-            record["prev_hash"] = str(last.get("hash", GENESIS)) if last else GENESIS
+            if last is not None:
+                record["seq"] = int(last["seq"]) + 1
+                record["prev_hash"] = str(last.get("hash", GENESIS))
+            else:
+                archived = self._read_head()  # a new log after an archive continues the chain
+                record["seq"] = archived.seq + 1 if archived else 1
+                record["prev_hash"] = archived.hash if archived else GENESIS
             record["hash"] = record_hash(record)
             line = canonical(record) + b"\n"
             if not ends_clean:
@@ -164,6 +174,14 @@ class AuditLog:
             return None
 
 
+def first_seq(lines: list[LogLine]) -> int | None:
+    """The seq the log starts at (above 1: it continues an archived log)."""
+    for line in lines:
+        if line.record is not None and isinstance(line.record.get("seq"), int):
+            return int(line.record["seq"])
+    return None
+
+
 def _where(line: LogLine) -> str:
     record = line.record or {}
     detail = f"seq {record.get('seq')}, run {record.get('run_id')}" if record else "unreadable"
@@ -175,6 +193,11 @@ def check_chain(lines: list[LogLine], head: Head | None, exists: bool) -> list[C
     problems: list[ChainProblem] = []
     previous: LogLine | None = None
     prev_hash, prev_seq = GENESIS, 0
+    first = next((line for line in lines if line.record is not None), None)
+    if first is not None and first.record is not None:
+        start = first.record.get("seq")
+        if isinstance(start, int) and start > 1:  # continues an archived log
+            prev_hash, prev_seq = str(first.record.get("prev_hash")), start - 1
     for line in lines:
         record = line.record
         if record is None:

@@ -7,10 +7,12 @@ from typing import Annotated, Any
 import typer
 
 from abaco_cli.cli import console
-from abaco_cli.cli.common import handle_errors, state
+from abaco_cli.cli.common import state
+from abaco_cli.dates import parse_date
 from abaco_cli.durations import parse_duration
 from abaco_cli.errors import ExitCode, UsageError
-from abaco_cli.services.auditing import STATUSES, list_runs, show_run, verify_audit
+from abaco_cli.services.audit_trail import STATUSES, list_runs, record_restore, show_run
+from abaco_cli.services.verifying import verify_audit
 
 app = typer.Typer(
     help="Read and verify the audit trail (who ran what, when, with what outcome).",
@@ -20,7 +22,6 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON o
 
 
 @app.command("list")
-@handle_errors
 def list_command(
     ctx: typer.Context,
     since: Annotated[
@@ -31,7 +32,10 @@ def list_command(
     ] = None,
     status: Annotated[
         str | None,
-        typer.Option("--status", help="Only runs with this outcome: success, failed, incomplete."),
+        typer.Option(
+            "--status",
+            help="Only runs with this outcome: success, failed, incomplete, recovered, restored.",
+        ),
     ] = None,
     command: Annotated[
         str | None,
@@ -84,7 +88,6 @@ def _render_value(value: Any) -> str:
 
 
 @app.command("show")
-@handle_errors
 def show_command(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="The run id, as `audit list` shows it.")],
@@ -114,29 +117,35 @@ def show_command(
 
 
 @app.command("verify")
-@handle_errors
-def verify_command(ctx: typer.Context, as_json: AsJson = False) -> None:
-    """Recompute the hash chain and re-hash every exported file; exit 1 on any problem."""
-    result = verify_audit(state(ctx).settings())
+def verify_command(
+    ctx: typer.Context,
+    against_sink: Annotated[
+        bool,
+        typer.Option(
+            "--against-sink",
+            help="Also compare this host's chain with the rows of the PostgreSQL audit sink "
+            "(audit.sink = postgres): missing, extra and different records are problems.",
+        ),
+    ] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Recompute the hash chain, re-hash every exported file, tie every manifest to the audit
+    trail; exit 1 on any problem."""
+    result = verify_audit(state(ctx).settings(), against_sink=against_sink)
     if as_json:
-        console.emit_json(
-            {
-                "ok": result.ok,
-                "audit_log": str(result.log_path),
-                "records": result.records,
-                "manifests": result.manifests,
-                "files_checked": result.files_checked,
-                "problems": [p.to_json() for p in result.problems],
-                "notes": [n.to_json() for n in result.notes],
-            }
-        )
+        console.emit_json(result.to_json())
     else:
         for note in result.notes:
             console.info(f"note: {note.message}")
         if result.ok:
+            sink = (
+                f"; the sink's {result.sink_rows} rows match"
+                if result.sink_rows is not None
+                else ""
+            )
             console.info(
                 f"audit trail intact: {result.records} records in {result.log_path}; "
-                f"{result.files_checked} files of {result.manifests} manifests match"
+                f"{result.files_checked} files of {result.manifests} manifests match{sink}"
             )
         else:
             console.stderr.print(
@@ -149,3 +158,24 @@ def verify_command(ctx: typer.Context, as_json: AsJson = False) -> None:
             )
     if not result.ok:
         raise typer.Exit(int(ExitCode.FAILED))
+
+
+@app.command("record-restore")
+def record_restore_command(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Option("--dataset", help="The dataset of the restored run.")],
+    as_of: Annotated[
+        str, typer.Option("--as-of", help="The as-of date of the restored run (YYYY-MM-DD).")
+    ],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why it was restored (kept in the record).")
+    ] = "restored from the bucket",
+) -> None:
+    """Record in the audit trail that a run's manifest and files were restored by hand (the
+    restore runbook), after checking that every file matches the manifest."""
+    day = parse_date(as_of, "--as-of")
+    manifest = record_restore(state(ctx).run("audit record-restore"), dataset, day, reason)
+    console.info(
+        f"recorded the restore of run {manifest.run_id} ({dataset} as of {day}, "
+        f"{len(manifest.files)} files)"
+    )

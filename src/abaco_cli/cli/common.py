@@ -1,24 +1,20 @@
-"""What several commands share: global state, error handling, option parsing."""
+"""What several commands share: global state, the run of a command, option parsing."""
 
 from __future__ import annotations
 
-import functools
-import logging
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import typer
 
-from abaco_cli.cli import console
-from abaco_cli.errors import AbacoError, ExitCode, UsageError
+from abaco_cli.dates import check_as_of, default_as_of, parse_date
+from abaco_cli.redaction import Redactor
+from abaco_cli.services.run import Run
 from abaco_cli.settings import Settings, load_settings
 
-P = ParamSpec("P")
-R = TypeVar("R")
+_current: list[Redactor] = []
 
 
 @dataclass
@@ -30,7 +26,18 @@ class AppState:
     debug: bool = False
 
     def settings(self, **more: Any) -> Settings:
-        return load_settings(self.config_file, **{**self.overrides, **more})
+        loaded = load_settings(self.config_file, **{**self.overrides, **more})
+        _current[:] = [Redactor.from_settings(loaded)]
+        return loaded
+
+    def run(self, command: str, settings: Settings | None = None) -> Run:
+        """The Run of this command (made once; services receive it)."""
+        return Run(settings if settings is not None else self.settings(), command)
+
+
+def current_redactor() -> Redactor:
+    """The redactor of the settings loaded last (for errors nobody expected)."""
+    return _current[0] if _current else Redactor()
 
 
 def state(ctx: typer.Context) -> AppState:
@@ -42,38 +49,11 @@ def state(ctx: typer.Context) -> AppState:
     return fresh
 
 
-def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn abaco errors into one line on stderr and their exit code; no traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        debug = any(isinstance(a, AppState) and a.debug for a in args) or "--debug" in sys.argv
-        try:
-            return func(*args, **kwargs)
-        except AbacoError as exc:
-            if debug:
-                logging.getLogger("abaco").exception("failed")
-            console.error(exc)
-            raise typer.Exit(int(exc.exit_code)) from None
-        except KeyboardInterrupt:
-            console.stderr.print("abaco: interrupted; nothing half-written was published")
-            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-
-    return wrapper
-
-
-def parse_as_of(text: str | None) -> date:
-    """--as-of: an ISO date (YYYY-MM-DD); yesterday (UTC) when not given."""
+def parse_as_of(text: str | None, settings: Settings, *, allow_future: bool = False) -> date:
+    """--as-of: an ISO date no later than yesterday in the business time zone (the default)."""
     if text is None:
-        return datetime.now(UTC).date() - timedelta(days=1)
-    try:
-        if len(text) != 10:
-            raise ValueError
-        return date.fromisoformat(text)
-    except ValueError:
-        raise UsageError(
-            f"--as-of {text!r} is not a date; use YYYY-MM-DD, e.g. 2025-06-30"
-        ) from None
+        return default_as_of(settings)
+    return check_as_of(parse_date(text, "--as-of"), "--as-of", settings, allow_future=allow_future)
 
 
 def human_bytes(size: int) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from abaco_cli.cli import console
-from abaco_cli.cli.common import handle_errors, state
+from abaco_cli.cli.common import state
 from abaco_cli.redaction import redacted_settings
 from abaco_cli.settings import Settings, config_file_path
 
@@ -21,7 +21,6 @@ def effective(settings: Settings) -> dict[str, Any]:
 
 
 @app.command("show")
-@handle_errors
 def show_command(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,

@@ -27,6 +27,12 @@ from abaco_cli.errors import AbacoError
 stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger("abaco")
+_debug = False
+
+
+def debug_enabled() -> bool:
+    """--debug was given: errors show their traceback."""
+    return _debug
 
 
 def interactive() -> bool:
@@ -47,6 +53,8 @@ class _JsonFormatter(logging.Formatter):
 
 def setup_logging(log_format: str, *, debug: bool = False) -> None:
     """Log lines on stderr: plain text, or one JSON object a line for machines."""
+    global _debug
+    _debug = debug
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(_JsonFormatter())
@@ -66,6 +74,11 @@ def error(exc: AbacoError) -> None:
     """One line on stderr: what went wrong and, after it, what to do next."""
     hint = f" [dim](hint: {escape(exc.hint)})[/]" if exc.hint else ""
     stderr.print(f"[bold red]abaco: error:[/] {escape(exc.message)}{hint}", highlight=False)
+
+
+def error_line(message: str) -> None:
+    """One line on stderr for an error that is not one of abaco's (usage, interrupt, bug)."""
+    stderr.print(f"[bold red]abaco: error:[/] {escape(message)}", highlight=False)
 
 
 def emit_json(payload: Any) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from abaco_cli.cli import console
-from abaco_cli.cli.common import handle_errors, state
+from abaco_cli.cli.common import state
 from abaco_cli.errors import ExitCode, UsageError
 from abaco_cli.services.database import check_database, init_database, seed_database
 
@@ -17,7 +17,6 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON o
 
 
 @app.command("init")
-@handle_errors
 def init_command(
     ctx: typer.Context,
     audit: Annotated[
@@ -28,10 +27,21 @@ def init_command(
             "or else the source database) that audit.sink = 'postgres' writes to.",
         ),
     ] = False,
+    audit_writer: Annotated[
+        str | None,
+        typer.Option(
+            "--audit-writer",
+            help="With --audit: the role abaco writes audit records with; it gets INSERT and "
+            "SELECT on the table and nothing else (run this as the table's owner, another role).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Create the source contract tables of DOMAIN.md (safe to run again)."""
-    result = init_database(state(ctx).settings(), audit=audit)
+    if audit_writer is not None and not audit:
+        raise UsageError("--audit-writer goes with --audit")
+    result = init_database(state(ctx).run("db init"), audit=audit, audit_writer=audit_writer)
     if as_json:
         payload: dict[str, object] = {
             "source": result.source,
@@ -54,7 +64,6 @@ def init_command(
 
 
 @app.command("seed")
-@handle_errors
 def seed_command(
     ctx: typer.Context,
     loans: Annotated[int, typer.Option("--loans", help="Number of loans to generate.")] = 20_000,
@@ -65,8 +74,22 @@ def seed_command(
         str, typer.Option("--through", help="Last day of the synthetic history (YYYY-MM-DD).")
     ] = "2025-12-31",
     replace: Annotated[
-        bool, typer.Option("--replace", help="Empty the five source tables first.")
+        bool,
+        typer.Option(
+            "--replace",
+            help="Empty the five source tables first (a demo's own database only, unless "
+            "--yes-destroy-data names the database).",
+        ),
     ] = False,
+    destroy: Annotated[
+        str | None,
+        typer.Option(
+            "--yes-destroy-data",
+            metavar="DBNAME",
+            help="With --replace: the name of the database whose source tables will be emptied.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Write a deterministic synthetic factoring portfolio (no personal names)."""
@@ -76,7 +99,9 @@ def seed_command(
         last_day = date.fromisoformat(through)
     except ValueError:
         raise UsageError(f"--through {through!r} is not a date; use YYYY-MM-DD") from None
-    settings = state(ctx).settings()
+    if destroy is not None and not replace:
+        raise UsageError("--yes-destroy-data goes with --replace")
+    run = state(ctx).run("db seed")
     with console.progress_bar(total=None) as bar:
         tasks: dict[str, object] = {}
 
@@ -90,7 +115,13 @@ def seed_command(
             bar.update(tasks[stage], detail=f"{done:,} / {total:,}")  # type: ignore[arg-type]
 
         result = seed_database(
-            settings, loans=loans, seed=seed, through=last_day, replace=replace, progress=progress
+            run,
+            loans=loans,
+            seed=seed,
+            through=last_day,
+            replace=replace,
+            destroy=destroy,
+            progress=progress,
         )
     if as_json:
         console.emit_json(
@@ -118,7 +149,6 @@ def seed_command(
 
 
 @app.command("check")
-@handle_errors
 def check_command(ctx: typer.Context, as_json: AsJson = False) -> None:
     """Does this database satisfy the source contract? Exits 1 when it does not."""
     result = check_database(state(ctx).settings())

@@ -2,37 +2,75 @@
 
 from __future__ import annotations
 
+import os
 from datetime import date
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from abaco_cli.cli import console
-from abaco_cli.cli.common import handle_errors, human_bytes, state
+from abaco_cli.cli.common import AppState, human_bytes, state
 from abaco_cli.cli.export import _ProgressRenderer
 from abaco_cli.errors import UsageError
-from abaco_cli.services.demo import DEMO_THROUGH, run_demo
+from abaco_cli.services.demo import (
+    DEMO_RUNTIME_DIR,
+    DEMO_THROUGH,
+    check_demo_tree,
+    demo_settings,
+    run_demo,
+)
 
 
-@handle_errors
 def demo_command(
     ctx: typer.Context,
     loans: Annotated[int, typer.Option("--loans", help="Synthetic loans to seed.")] = 20_000,
     as_of: Annotated[
         str, typer.Option("--as-of", help="As-of date of the exports.")
     ] = DEMO_THROUGH.isoformat(),
+    runtime_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--runtime-dir",
+            help="Where the demo writes its tree (default: ./abaco_runtime; never the "
+            "configured runtime_dir).",
+            show_default=False,
+        ),
+    ] = None,
     keep: Annotated[
         bool, typer.Option("--keep", help="Leave the server running and print its DSN.")
     ] = False,
 ) -> None:
-    """Start a private PostgreSQL, seed a synthetic portfolio, export, show what was written."""
+    """Start a private PostgreSQL, seed a synthetic portfolio, export, show what was written.
+
+    The demo writes into ./abaco_runtime (or --runtime-dir), never into the runtime_dir of
+    ABACO_RUNTIME_DIR or abaco.toml, and refuses a tree that holds exports of a real source.
+    """
     if loans < 1 or loans > 2_000_000:
         raise UsageError(f"--loans must be between 1 and 2,000,000, not {loans}")
     try:
         day = date.fromisoformat(as_of)
     except ValueError:
         raise UsageError(f"--as-of {as_of!r} is not a date; use YYYY-MM-DD") from None
-    settings = state(ctx).settings()
+    app_state = state(ctx)
+    given = runtime_dir if runtime_dir is not None else app_state.overrides.get("runtime_dir")
+    chosen = Path(given) if given is not None else DEMO_RUNTIME_DIR
+    # The configuration without the global --runtime-dir: its runtime_dir is the one of
+    # ABACO_RUNTIME_DIR or abaco.toml, which the demo ignores (and says so).
+    others = {k: v for k, v in app_state.overrides.items() if k != "runtime_dir"}
+    configured = AppState(app_state.config_file, others, app_state.debug).settings()
+    check_demo_tree(chosen)  # before anything is said or started
+    where = Path(os.path.realpath(chosen))
+    if (
+        "runtime_dir" in configured.model_fields_set
+        and Path(os.path.realpath(configured.runtime_dir)) != where
+    ):
+        console.info(
+            f"demo: writing into {where}; ignoring the configured runtime_dir "
+            f"{configured.runtime_dir} (ABACO_RUNTIME_DIR or abaco.toml): the demo never "
+            "writes there, and its audit log and metrics stay in its own tree"
+        )
+    settings = demo_settings(configured, chosen)
     with console.progress_bar() as bar:
         result = run_demo(
             settings,
@@ -43,7 +81,7 @@ def demo_command(
             progress=_ProgressRenderer(bar),
         )
     rows = [
-        (f"{settings.exports_dir}/{f.path}", f.format, f"{f.rows:,}", human_bytes(f.bytes))
+        (f"{result.runtime_dir}/exports/{f.path}", f.format, f"{f.rows:,}", human_bytes(f.bytes))
         for export in result.exports
         for f in export.files
     ]
@@ -52,8 +90,7 @@ def demo_command(
         ["file", "format", "rows", "size"],
         rows,
     )
-    for export in result.exports:
-        console.info(f"{export.dataset}: manifest {export.manifest_path}")
+    console.info(f"the demo's tree is kept in {result.runtime_dir} (remove it when done)")
     if result.dsn:
         console.info("the server is still running; use it with:")
         console.stdout.print(

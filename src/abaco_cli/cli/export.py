@@ -10,9 +10,10 @@ import typer
 from rich.progress import Progress, TaskID
 
 from abaco_cli.cli import console
-from abaco_cli.cli.common import handle_errors, human_bytes, parse_as_of, state
+from abaco_cli.cli.common import human_bytes, parse_as_of, state
 from abaco_cli.datasets import REGISTRY
 from abaco_cli.datasets.states import month_ends_between
+from abaco_cli.dates import check_as_of, parse_date
 from abaco_cli.errors import UsageError
 from abaco_cli.services.exporting import (
     ExportEvent,
@@ -34,7 +35,8 @@ AsOf = Annotated[
     str | None,
     typer.Option(
         "--as-of",
-        help="End-of-day date the figures describe (YYYY-MM-DD). Default: yesterday (UTC).",
+        help="End-of-day date the figures describe (YYYY-MM-DD), at most yesterday in "
+        "business_timezone. Default: yesterday.",
         show_default=False,
     ),
 ]
@@ -72,6 +74,14 @@ Months = Annotated[
         show_default=False,
     ),
 ]
+AllowFuture = Annotated[
+    bool,
+    typer.Option(
+        "--allow-future",
+        help="Accept an as-of date later than yesterday (its figures describe a day that is "
+        "not over; it becomes the dataset's newest run).",
+    ),
+]
 DryRun = Annotated[
     bool, typer.Option("--dry-run", help="Print the plan (queries, target files); write nothing.")
 ]
@@ -80,27 +90,24 @@ AsJson = Annotated[
 ]
 
 
-def _parse_bound(text: str, option: str) -> date:
-    try:
-        if len(text) != 10:
-            raise ValueError
-        return date.fromisoformat(text)
-    except ValueError:
-        raise UsageError(
-            f"{option} {text!r} is not a date; use YYYY-MM-DD, e.g. 2025-06-30"
-        ) from None
-
-
-def as_of_dates(as_of: str | None, start: str | None, end: str | None) -> list[date]:
+def as_of_dates(
+    settings: Settings,
+    as_of: str | None,
+    start: str | None,
+    end: str | None,
+    *,
+    allow_future: bool = False,
+) -> list[date]:
     """The as-of dates of a run: --as-of (default yesterday), or every month-end in
-    [--from, --to]."""
+    [--from, --to]; none later than yesterday unless ``allow_future``."""
     if start is None and end is None:
-        return [parse_as_of(as_of)]
+        return [parse_as_of(as_of, settings, allow_future=allow_future)]
     if as_of is not None:
         raise UsageError("give either --as-of or --from/--to, not both")
     if start is None or end is None:
         raise UsageError("--from and --to go together: give both ends of the backfill")
-    first, last = _parse_bound(start, "--from"), _parse_bound(end, "--to")
+    first = check_as_of(parse_date(start, "--from"), "--from", settings, allow_future=allow_future)
+    last = check_as_of(parse_date(end, "--to"), "--to", settings, allow_future=allow_future)
     if first > last:
         raise UsageError(f"--from {first} is after --to {last}")
     dates = month_ends_between(first, last)
@@ -253,22 +260,21 @@ def run_export(
     end: str | None = None,
     formats: str | None = None,
     months: int | None = None,
+    allow_future: bool = False,
     dry_run: bool = False,
     as_json: bool = False,
 ) -> None:
     """Parse the options, export (or plan) every dataset for every as-of date, render."""
     app_state = state(ctx)
-    dates = as_of_dates(as_of, start, end)
     settings = with_series_months(app_state.settings(), months)
+    dates = as_of_dates(settings, as_of, start, end, allow_future=allow_future)
     chosen = parse_formats(formats if formats is not None else settings.default_formats)
     if dry_run:
         _print_plan(settings, datasets, dates, chosen, as_json)
         return
-    command = f"export {'all' if len(datasets) > 1 else datasets[0]}"
+    run = app_state.run(f"export {'all' if len(datasets) > 1 else datasets[0]}", settings)
     with console.progress_bar(len(dates) if len(dates) > 1 else None) as bar:
-        results = export_datasets(
-            settings, datasets, dates, chosen, command=command, progress=_ProgressRenderer(bar)
-        )
+        results = export_datasets(run, datasets, dates, chosen, progress=_ProgressRenderer(bar))
     exports_root = str(settings.exports_dir)
     if as_json:
         if len(datasets) == 1 and len(dates) == 1:
@@ -304,7 +310,6 @@ def _register(name: str, help_text: str) -> None:
     if name == "kpi":
 
         @app.command(name, help=help_text)
-        @handle_errors
         def kpi_command(
             ctx: typer.Context,
             as_of: AsOf = None,
@@ -312,6 +317,7 @@ def _register(name: str, help_text: str) -> None:
             end: To = None,
             formats: Formats = None,
             months: Months = None,
+            allow_future: AllowFuture = False,
             dry_run: DryRun = False,
             as_json: AsJson = False,
         ) -> None:
@@ -323,6 +329,7 @@ def _register(name: str, help_text: str) -> None:
                 end=end,
                 formats=formats,
                 months=months,
+                allow_future=allow_future,
                 dry_run=dry_run,
                 as_json=as_json,
             )
@@ -330,13 +337,13 @@ def _register(name: str, help_text: str) -> None:
         return
 
     @app.command(name, help=help_text)
-    @handle_errors
     def command(
         ctx: typer.Context,
         as_of: AsOf = None,
         start: From = None,
         end: To = None,
         formats: Formats = None,
+        allow_future: AllowFuture = False,
         dry_run: DryRun = False,
         as_json: AsJson = False,
     ) -> None:
@@ -347,6 +354,7 @@ def _register(name: str, help_text: str) -> None:
             start=start,
             end=end,
             formats=formats,
+            allow_future=allow_future,
             dry_run=dry_run,
             as_json=as_json,
         )
@@ -362,7 +370,6 @@ for _name, _spec in REGISTRY.items():
     "snapshot of the source and one manifest per dataset; nothing of a date is published "
     "unless every dataset of it succeeded.",
 )
-@handle_errors
 def export_all(
     ctx: typer.Context,
     as_of: AsOf = None,
@@ -370,6 +377,7 @@ def export_all(
     end: To = None,
     formats: Formats = None,
     months: Months = None,
+    allow_future: AllowFuture = False,
     dry_run: DryRun = False,
     as_json: AsJson = False,
 ) -> None:
@@ -381,6 +389,7 @@ def export_all(
         end=end,
         formats=formats,
         months=months,
+        allow_future=allow_future,
         dry_run=dry_run,
         as_json=as_json,
     )

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from abaco_cli.cli import console
-from abaco_cli.cli.common import handle_errors, state
+from abaco_cli.cli.common import state
 from abaco_cli.datasets.kpi.catalogue import NOTES, KpiDefinition, catalogue
 
 app = typer.Typer(help="The KPI catalogue of the kpi dataset.", no_args_is_help=True)
@@ -40,7 +40,6 @@ def _bounds(definition: KpiDefinition) -> str:
 
 
 @app.command("definitions")
-@handle_errors
 def definitions(
     ctx: typer.Context,
     as_json: Annotated[

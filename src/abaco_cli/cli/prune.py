@@ -7,12 +7,11 @@ from typing import Annotated
 import typer
 
 from abaco_cli.cli import console
-from abaco_cli.cli.common import handle_errors, human_bytes, state
+from abaco_cli.cli.common import human_bytes, state
 from abaco_cli.errors import ExitCode, LockedError
 from abaco_cli.services.pruning import parse_retention, prune
 
 
-@handle_errors
 def prune_command(
     ctx: typer.Context,
     retention: Annotated[
@@ -42,10 +41,9 @@ def prune_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Remove whole runs (files and manifest) older than the retention; never the newest."""
-    settings = state(ctx).settings()
     window = parse_retention(retention) if retention is not None else None
     result = prune(
-        settings,
+        state(ctx).run("prune"),
         retention=window,
         dataset=dataset,
         keep_last=keep_last,

@@ -54,8 +54,9 @@ class TableSpec:
 class DerivedFile:
     """A file built from collected tables, e.g. ``kpi/json/kpi_2025-12-31.json``.
 
-    ``path`` is relative to the exports folder; ``latest_path``, when given, is a stable path
-    rewritten with the same content whenever this as-of date is the dataset's newest.
+    ``path`` is relative to the exports folder and must be ``<dataset>/json/<dataset>_<D>.*``
+    (``RuntimeTree.data_place``); its stable ``<dataset>_latest.*`` copy follows the dataset's
+    newest as-of date (``RuntimeTree.alias_of``).
     """
 
     path: str
@@ -63,7 +64,6 @@ class DerivedFile:
     format: str
     content: bytes
     rows: int
-    latest_path: str | None = None
 
 
 @dataclass(frozen=True)

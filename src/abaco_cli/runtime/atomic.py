@@ -1,63 +1,34 @@
-"""Nothing half-written: temporary files beside their targets, fsync, rename into place."""
+"""Small files at paths the configuration names (the audit log's head): written atomically.
+
+Files of the runtime tree go through runtime/files.py, which checks every path against the
+tree's allow-list; this is for the few files whose place is configuration, not the tree.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
-TEMP_SUFFIX = ".tmp"
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def temp_path_for(target: Path, run_id: str) -> Path:
-    """A hidden name beside the target; query engines skip files that start with a dot."""
-    return target.with_name(f".{target.name}.{run_id}{TEMP_SUFFIX}")
-
-
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def publish(temp: Path, target: Path) -> None:
-    """Rename a finished, fsynced file over its target and make the rename durable."""
-    os.replace(temp, target)
-    fsync_path(target.parent)
-
-
-def write_text_atomic(target: Path, text: str, run_id: str) -> None:
-    """Write a small text file (manifest, pointer) atomically."""
+def write_text_atomic(target: Path, text: str, tag: str) -> None:
+    """Write a small text file atomically: a hidden temporary file beside it (never through a
+    link), fsync, rename over it, fsync the folder."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = temp_path_for(target, run_id)
+    temp = target.with_name(f".{target.name}.{tag}.tmp")
     try:
-        with temp.open("w", encoding="utf-8") as handle:
+        fd = os.open(temp, _CREATE, 0o640)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        publish(temp, target)
+        os.replace(temp, target)
+        folder = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def remove_stale_temps(folder: Path) -> list[Path]:
-    """Delete temporary files a crashed run left behind (call only while holding the lock)."""
-    removed: list[Path] = []
-    if not folder.is_dir():
-        return removed
-    for path in folder.rglob(f".*{TEMP_SUFFIX}"):
-        if path.is_file() and not path.is_symlink():
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed

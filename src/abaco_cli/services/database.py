@@ -15,10 +15,10 @@ from abaco_cli.db.classify import classify
 from abaco_cli.db.connect import Connection, connect, source_identity, with_retries
 from abaco_cli.db.contract import ContractProblem, check_contract, init_contract
 from abaco_cli.db.seed import SeedProgress, SeedResult, seed_portfolio
-from abaco_cli.errors import ContractError
+from abaco_cli.errors import ContractError, UsageError
+from abaco_cli.pgcluster import DEMO_DATABASE_COMMENT
 from abaco_cli.redaction import Redactor
-from abaco_cli.services.auditing import audited
-from abaco_cli.services.runs import new_run_id
+from abaco_cli.services.run import Run
 from abaco_cli.settings import Settings
 
 T = TypeVar("T")
@@ -59,12 +59,12 @@ def _with_connection(settings: Settings, during: str, job: Callable[[Connection]
     return with_retries(settings, attempt)
 
 
-def init_database(settings: Settings, *, audit: bool = False) -> InitResult:
+def init_database(run: Run, *, audit: bool = False, audit_writer: str | None = None) -> InitResult:
     """Create the source contract's schemas, tables and indexes that are missing; with
-    ``audit``, also the shared audit table (in ``audit.database_url``, else the source)."""
-    with audited(
-        settings, command="db init", run_id=new_run_id(), arguments={"audit": audit}
-    ) as run:
+    ``audit``, also the shared audit table (in ``audit.database_url``, else the source), owned
+    by the connecting role; ``audit_writer`` gets INSERT and SELECT on it, nothing more."""
+    settings = run.settings
+    with run.audited(arguments={"audit": audit, "audit_writer": audit_writer}) as record:
         created = _with_connection(
             settings, "creating the source contract", lambda c: init_contract(c, settings.tables)
         )
@@ -76,7 +76,9 @@ def init_database(settings: Settings, *, audit: bool = False) -> InitResult:
                 target = settings.model_copy(update={"database_url": settings.audit.database_url})
             table = settings.audit.table
             audit_created = _with_connection(
-                target, "creating the audit table", lambda c: init_audit_table(c, table)
+                target,
+                "creating the audit table",
+                lambda c: init_audit_table(c, table, writer=audit_writer),
             )
             result = InitResult(
                 result.source,
@@ -86,10 +88,11 @@ def init_database(settings: Settings, *, audit: bool = False) -> InitResult:
                 audit_created=audit_created,
                 audit_database=str(source_identity(target)),
             )
-        run.details = {
+        record.details = {
             "created": created,
             "audit_table": result.audit_table,
             "audit_created": result.audit_created,
+            "audit_writer": audit_writer,
         }
     return result
 
@@ -103,17 +106,23 @@ def check_database(settings: Settings) -> CheckResult:
 
 
 def seed_database(
-    settings: Settings,
+    run: Run,
     *,
     loans: int,
     seed: int,
     through: date,
     replace: bool,
+    destroy: str | None = None,
     progress: SeedProgress | None = None,
 ) -> SeedResult:
-    """Write the deterministic synthetic portfolio (the contract must exist)."""
+    """Write the deterministic synthetic portfolio (the contract must exist). ``replace``
+    empties the five source tables first: only in a demo's own database, or when ``destroy``
+    names the database it would empty."""
+    settings = run.settings
 
     def job(conn: Connection) -> SeedResult:
+        if replace:
+            check_may_empty(conn, destroy)
         problems = check_contract(conn, settings.tables)
         if problems:
             raise ContractError(
@@ -137,19 +146,17 @@ def seed_database(
         conn.commit()
         return result
 
-    with audited(
-        settings,
-        command="db seed",
-        run_id=new_run_id(),
+    with run.audited(
         arguments={
             "loans": loans,
             "seed": seed,
             "through": through.isoformat(),
             "replace": replace,
+            "destroy": destroy,
         },
-    ) as run:
+    ) as record:
         result = _with_connection(settings, "seeding the synthetic portfolio", job)
-        run.details = {
+        record.details = {
             "customers": result.customers,
             "loans": result.loans,
             "installments": result.installments,
@@ -157,3 +164,27 @@ def seed_database(
             "rate_cards": result.rate_cards,
         }
     return result
+
+
+def check_may_empty(conn: Connection, destroy: str | None) -> None:
+    """``db seed --replace`` empties the source tables: allowed in a demo's own database (the
+    one a LocalCluster made: its comment, reached over a unix socket, as a LocalCluster server
+    listens on no TCP address), or when --yes-destroy-data names the database connected to."""
+    row = conn.execute(
+        "SELECT current_database(), shobj_description(oid, 'pg_database'),"
+        " inet_server_addr() IS NULL"
+        " FROM pg_database WHERE datname = current_database()"
+    ).fetchone()
+    conn.rollback()
+    if row is None:
+        raise UsageError("--replace: could not tell which database this is; nothing was emptied")
+    name, comment, local = str(row[0]), str(row[1] or ""), bool(row[2])
+    if (comment == DEMO_DATABASE_COMMENT and local) or destroy == name:
+        return
+    given = f" (--yes-destroy-data names {destroy!r})" if destroy else ""
+    raise UsageError(
+        f"--replace would empty the five source tables of database {name!r}{given}; "
+        f"pass --yes-destroy-data {name} to confirm",
+        hint="Only a demo's own database is emptied without confirmation; never point this at "
+        "production.",
+    )

@@ -1,20 +1,33 @@
-"""`abaco demo`: a private PostgreSQL, a synthetic portfolio, every export, then clean up."""
+"""`abaco demo`: a private PostgreSQL, a synthetic portfolio, every export, then clean up.
+
+Safe by default: the demo writes into a tree of its own (``./abaco_runtime``, or the folder
+given on its command line), never the configured one, with its own audit log and metrics; it
+refuses a tree whose manifests name a source other than a demo server; its server runs with a
+minimal environment (pgcluster.py) and is removed afterwards unless asked to stay.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 
 from pydantic import SecretStr
 
 from abaco_cli.datasets import REGISTRY
+from abaco_cli.errors import UsageError
 from abaco_cli.pgcluster import LocalCluster
+from abaco_cli.runtime.inventory import dataset_dirs, exported_runs
+from abaco_cli.runtime.tree import RuntimeTree
 from abaco_cli.services.database import init_database, seed_database
-from abaco_cli.services.exporting import ExportResult, ProgressCallback, export_dataset
-from abaco_cli.settings import Settings
+from abaco_cli.services.exporting import ExportResult, ProgressCallback, export_datasets
+from abaco_cli.services.run import Run
+from abaco_cli.settings import AuditSettings, MetricsSettings, Settings
 
 DEMO_THROUGH = date(2025, 12, 31)
+DEMO_DATABASE = "abaco_demo"
+DEMO_RUNTIME_DIR = Path("abaco_runtime")
 
 
 @dataclass
@@ -22,7 +35,53 @@ class DemoResult:
     dsn: str | None
     loans: int
     as_of: date
+    runtime_dir: Path
     exports: list[ExportResult] = field(default_factory=list)
+
+
+def demo_settings(settings: Settings, runtime_dir: Path) -> Settings:
+    """The demo's settings: the configured figures' policies, but its own tree, audit log and
+    metrics (never production's), and no database until its server is up."""
+    return settings.model_copy(
+        update={
+            "runtime_dir": runtime_dir,
+            "database_url": None,
+            "audit": AuditSettings(),
+            "metrics": MetricsSettings(),
+        }
+    )
+
+
+def is_demo_source(source: dict[str, str] | object) -> bool:
+    """Does a manifest's source name a demo server (its database on a private socket)?"""
+    if not isinstance(source, dict):
+        return False
+    host = str(source.get("host", ""))
+    return source.get("database") == DEMO_DATABASE and host.startswith("/")
+
+
+def check_demo_tree(runtime_dir: Path) -> None:
+    """UsageError when the tree holds exports of a source other than a demo server, or a
+    manifest that cannot be read (it may well be production's)."""
+    tree = RuntimeTree.at(runtime_dir)
+    hint = "Run the demo in another folder: `abaco demo --runtime-dir /tmp/abaco-demo`."
+    for folder in dataset_dirs(tree):
+        for run in exported_runs(tree, folder.name):
+            where = tree.relative(run.manifest_path)
+            if run.manifest is None:
+                raise UsageError(
+                    f"{tree.root} holds a manifest that cannot be read ({where}), so it may "
+                    "hold exports of a real source: the demo never writes there",
+                    hint=hint,
+                )
+            source = dict(run.manifest.source)
+            if not is_demo_source(source):
+                name = f"{source.get('host', '?')}/{source.get('database', '?')}"
+                raise UsageError(
+                    f"{tree.root} holds exports of {name}, not of a demo server ({where}): "
+                    "the demo never writes over them",
+                    hint=hint,
+                )
 
 
 def run_demo(
@@ -35,29 +94,42 @@ def run_demo(
     step: Callable[[str], None] | None = None,
     progress: ProgressCallback | None = None,
 ) -> DemoResult:
-    """Start a throwaway cluster, seed it, export every dataset; stop it unless ``keep``."""
+    """Start a throwaway cluster, seed it, export every dataset into ``settings.runtime_dir``
+    (the demo's own, see demo_settings); stop the cluster unless ``keep`` (and always when the
+    demo fails)."""
 
     def say(message: str) -> None:
         if step is not None:
             step(message)
 
-    cluster = LocalCluster(keep=keep)
+    check_demo_tree(settings.runtime_dir)
+    cluster = LocalCluster(database=DEMO_DATABASE, keep=keep)
     say("starting a private PostgreSQL server")
     cluster.start()
     try:
         local = settings.model_copy(update={"database_url": SecretStr(cluster.dsn)})
         say("creating the source contract (abaco db init)")
-        init_database(local)
+        init_database(Run(local, "demo: db init"))
         say(f"seeding {loans:,} synthetic loans (abaco db seed --loans {loans} --seed {seed})")
-        seeded = seed_database(local, loans=loans, seed=seed, through=DEMO_THROUGH, replace=False)
-        result = DemoResult(cluster.dsn if keep else None, seeded.loans, as_of)
-        for name in REGISTRY:
-            say(f"exporting {name} as of {as_of} (abaco export {name} --as-of {as_of})")
-            result.exports.append(
-                export_dataset(
-                    local, name, as_of, local.default_formats, command="demo", progress=progress
-                )
-            )
-        return result
-    finally:
-        cluster.stop()
+        seeded = seed_database(
+            Run(local, "demo: db seed"), loans=loans, seed=seed, through=DEMO_THROUGH, replace=False
+        )
+        result = DemoResult(
+            cluster.dsn if keep else None,
+            seeded.loans,
+            as_of,
+            RuntimeTree.at(local.runtime_dir).root,
+        )
+        say(f"exporting every dataset as of {as_of} (abaco export all --as-of {as_of})")
+        result.exports = export_datasets(
+            Run(local, "demo: export all"),
+            list(REGISTRY),
+            [as_of],
+            local.default_formats,
+            progress=progress,
+        )
+    except BaseException:
+        cluster.destroy()  # a failed demo never leaves a server behind, --keep or not
+        raise
+    cluster.stop()  # with keep: the server stays up and the caller prints its DSN
+    return result

@@ -1,38 +1,34 @@
 """Export datasets for as-of dates: one snapshot per date, stream, write, publish, manifest.
 
-The path of a run: lock every dataset -> connect -> per as-of date, one read-only REPEATABLE
-READ snapshot, shared by up to ``parallel_queries`` connections (services/staging.py), in
-which every table of every dataset is streamed into temporary files beside their targets ->
-fsync -> rename all into place (rolled back together on failure) -> one manifest per dataset
--> latest pointers. Nothing is published unless every dataset of the date succeeded.
+The path of a run: lock every dataset (an interrupted publish is finished first) -> connect ->
+per as-of date, one read-only REPEATABLE READ snapshot shared by up to ``parallel_queries``
+connections (services/staging.py), in which every table of every dataset is streamed into
+temporary files beside their targets and fsynced -> publish the date (runtime/journal.py: one
+journal, then the renames, the removal of files the date no longer has, the manifests and the
+latest pointers; signals wait until it is done). Nothing of a date is published unless every
+dataset of it succeeded, and once its journal exists all of it is.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import time
 from collections.abc import Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 from abaco_cli import __version__, metrics
 from abaco_cli.datasets import get_dataset
 from abaco_cli.datasets.base import DatasetSpec
 from abaco_cli.db.connect import source_identity, with_retries
-from abaco_cli.errors import WriteError
-from abaco_cli.runtime.atomic import (
-    fsync_path,
-    publish,
-    remove_stale_temps,
-    sha256_of,
-    write_text_atomic,
-)
-from abaco_cli.runtime.lock import dataset_lock
-from abaco_cli.runtime.tree import RuntimeTree
-from abaco_cli.services.auditing import AuditedRun, audited
-from abaco_cli.services.runs import iso, new_run_id, utc_now
+from abaco_cli.errors import AbacoError, WriteError
+from abaco_cli.runtime import files, journal
+from abaco_cli.runtime.inventory import read_run
+from abaco_cli.runtime.journal import DatasetPart, JournalError, Move, PublishRecord
+from abaco_cli.runtime.manifest import Column, Manifest, ManifestFile
+from abaco_cli.runtime.tree import Place
+from abaco_cli.services.run import Run, iso, output_record, utc_now
 from abaco_cli.services.staging import (
     DatasetRun,
     ExportEvent,
@@ -47,7 +43,6 @@ from abaco_cli.services.staging import (
 )
 from abaco_cli.settings import Settings
 from abaco_cli.writers.base import FileContext
-from abaco_cli.writers.manifest import FileRecord, Manifest, previous_files, update_latest
 
 __all__ = [
     "ExportEvent",
@@ -58,6 +53,7 @@ __all__ = [
     "export_datasets",
     "plan_export",
 ]
+log = logging.getLogger("abaco.export")
 
 
 @dataclass(frozen=True)
@@ -77,49 +73,41 @@ class ExportResult:
     as_of: date
     status: str
     manifest_path: Path
-    files: list[FileRecord] = field(default_factory=list)
+    files: list[ManifestFile] = field(default_factory=list)
     started_at: str = ""
     finished_at: str = ""
-    removed_stale: list[str] = field(default_factory=list)
-    source: str = ""
 
 
 def plan_export(settings: Settings, dataset: str, as_of: date, formats: list[str]) -> ExportPlan:
     """What an export would read and write; touches neither the database nor the disk."""
     spec = get_dataset(dataset)
-    tree = RuntimeTree(settings.runtime_dir)
-    files = planned_files(settings, spec, as_of, formats)
+    run_tree = Run(settings, "plan").tree
+    files_planned = planned_files(run_tree, spec, as_of, formats)
     queries = {t.name: t.build_query(settings).as_string(None) for t in spec.tables}
     return ExportPlan(
-        spec.name, as_of, formats, files, tree.manifest_path(spec.name, as_of), queries
+        spec.name, as_of, formats, files_planned, run_tree.manifest_path(spec.name, as_of), queries
     )
 
 
 def export_datasets(
-    settings: Settings,
+    run: Run,
     datasets: Sequence[str],
     as_of_dates: Sequence[date],
     formats: list[str],
     *,
-    command: str = "export",
     progress: ProgressCallback | None = None,
 ) -> list[ExportResult]:
     """Export every dataset for every as-of date, one snapshot per date, one run id.
 
     The audit log gets START before anything else happens and COMPLETE or FAIL at the end
-    (on Ctrl-C too); the metrics file is updated after every run, successful or not.
+    (on Ctrl-C and SIGTERM too); the metrics file is updated after every run.
     """
     specs = [get_dataset(name) for name in dict.fromkeys(datasets)]
-    started = utc_now()
-    run_id = new_run_id(started)
     clock = time.monotonic()
     results: list[ExportResult] = []
     succeeded = False
     try:
-        with audited(
-            settings,
-            command=command,
-            run_id=run_id,
+        with run.audited(
             arguments={
                 "datasets": [s.name for s in specs],
                 "as_of_dates": [d.isoformat() for d in as_of_dates],
@@ -127,66 +115,55 @@ def export_datasets(
             },
             datasets=[s.name for s in specs],
             as_of_dates=[d.isoformat() for d in as_of_dates],
-            started=started,
-        ) as audit:
-            _export(
-                settings,
-                specs,
-                as_of_dates,
-                formats,
-                run_id,
-                started,
-                command,
-                progress,
-                results,
-                audit,
-            )
+        ):
+            _export(run, specs, as_of_dates, formats, progress, results)
         succeeded = True
     finally:
-        metrics.record(settings, _export_metrics(settings, specs, results, clock, succeeded))
+        run.metrics(_export_metrics(run.settings, specs, results, clock, succeeded))
     return results
 
 
-def _export(
+def export_dataset(
     settings: Settings,
+    dataset: str,
+    as_of: date,
+    formats: list[str],
+    *,
+    command: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> ExportResult:
+    """Export one dataset as of one date in a run of its own (the library's entry point);
+    on any failure nothing is published."""
+    run = Run(settings, command or f"export {dataset}")
+    return export_datasets(run, [dataset], [as_of], formats, progress=progress)[0]
+
+
+def _export(
+    run: Run,
     specs: Sequence[DatasetSpec],
     as_of_dates: Sequence[date],
     formats: list[str],
-    run_id: str,
-    started: datetime,
-    command: str,
     progress: ProgressCallback | None,
     results: list[ExportResult],
-    audit: AuditedRun,
 ) -> None:
     """The run itself: appends to ``results`` (and the audit's outputs) as each date publishes."""
-    tree = RuntimeTree(settings.runtime_dir)
+    settings = run.settings
+    run.hold(
+        [s.name for s in specs],
+        on_wait=lambda holder: notify(progress, ExportEvent("waiting", f"waiting for {holder}")),
+    )
     context = FileContext(
         dataset="",
         table="",
         as_of_date="",
-        run_id=run_id,
+        run_id=run.run_id,
         tool_version=__version__,
         schema_version=1,
-        generated_at=iso(started),
+        generated_at=iso(run.started),
         partition_columns=("as_of_date",),
     )
-    with ExitStack() as stack:
-        for spec in sorted(specs, key=lambda s: s.name):
-            stack.enter_context(
-                dataset_lock(
-                    tree.lock_path(spec.name),
-                    run_id=run_id,
-                    command=command,
-                    timeout_seconds=settings.lock_timeout_seconds,
-                    on_wait=lambda holder: notify(
-                        progress, ExportEvent("waiting", f"waiting for {holder}")
-                    ),
-                )
-            )
-        stale = [str(p) for spec in specs for p in remove_stale_temps(tree.dataset_dir(spec.name))]
-        source = Source(settings)
-        stack.callback(source.drop)
+    source = Source(settings)
+    try:
         for index, as_of in enumerate(as_of_dates, start=1):
             notify(
                 progress,
@@ -195,10 +172,10 @@ def _export(
             date_context = replace(context, as_of_date=as_of.isoformat())
 
             def attempt(day: date = as_of, ctx: FileContext = date_context) -> list[DatasetRun]:
-                return stage_date(source, settings, specs, day, formats, ctx, progress)
+                return stage_date(source, run.tree, settings, specs, day, formats, ctx, progress)
 
             try:
-                runs = with_retries(
+                staged = with_retries(
                     settings,
                     attempt,
                     on_retry=lambda n, exc, wait: notify(
@@ -210,29 +187,20 @@ def _export(
                 )
             except OSError as exc:
                 raise WriteError(f"could not write the export: {exc}") from None
-            published = _publish_date(tree, settings, runs, as_of, run_id, started, stale)
+            published = publish_date(run, staged, as_of)
             results += published
-            audit.outputs += [_output(result, f) for result in published for f in result.files]
+            assert run.audit is not None
+            run.audit.outputs += [
+                output_record(r.dataset, r.as_of.isoformat(), f) for r in published for f in r.files
+            ]
             notify(
                 progress,
                 ExportEvent("date", f"as of {as_of}", done=index, total=len(as_of_dates)),
             )
+    finally:
+        source.drop()
     count = sum(len(r.files) for r in results)
     notify(progress, ExportEvent("published", f"published {count} files"))
-
-
-def _output(result: ExportResult, record: FileRecord) -> dict[str, object]:
-    """One published file as the audit record lists it."""
-    return {
-        "dataset": result.dataset,
-        "as_of_date": result.as_of.isoformat(),
-        "table": record.table,
-        "format": record.format,
-        "path": record.path,
-        "rows": record.rows,
-        "bytes": record.bytes,
-        "sha256": record.sha256,
-    }
 
 
 def _export_metrics(
@@ -266,126 +234,96 @@ def _export_metrics(
     return metrics.export_update(runs)
 
 
-def export_dataset(
-    settings: Settings,
-    dataset: str,
-    as_of: date,
-    formats: list[str],
-    *,
-    command: str = "export",
-    progress: ProgressCallback | None = None,
-) -> ExportResult:
-    """Export one dataset as of one date; on any failure nothing is published."""
-    results = export_datasets(
-        settings, [dataset], [as_of], formats, command=command, progress=progress
+# ---------------------------------------------------------------------------------- publishing
+
+
+def _describe(run: Run, item: StagedFile) -> ManifestFile:
+    """Checksum a staged file (fsynced by its writer) as its manifest entry will list it."""
+    size, digest = files.sha256_of(run.tree, item.temp, Place.TEMP)
+    return ManifestFile(
+        path=run.tree.relative(item.planned.path),
+        table=item.planned.table,
+        format=item.planned.format,
+        rows=item.rows,
+        bytes=size,
+        sha256=digest,
+        columns=tuple(Column(c["name"], c["type"]) for c in item.columns),
     )
-    return results[0]
 
 
-def _publish_date(
-    tree: RuntimeTree,
-    settings: Settings,
-    runs: list[DatasetRun],
-    as_of: date,
-    run_id: str,
-    started: datetime,
-    stale: list[str],
-) -> list[ExportResult]:
-    """Publish every staged file of the date together, then each dataset's manifest."""
-    records = _publish(tree, [item for run in runs for item in run.staged])
-    identity = source_identity(settings)
-    results: list[ExportResult] = []
-    for run in runs:
-        mine = [r for r in records if r.path.startswith(f"{run.spec.name}/")]
-        manifest_path = tree.manifest_path(run.spec.name, as_of)
-        obsolete = previous_files(manifest_path) - {r.path for r in mine}
-        finished = utc_now()
-        manifest = Manifest(
-            run_id=run_id,
-            dataset=run.spec.name,
-            as_of_date=as_of.isoformat(),
-            schema_version=run.spec.schema_version,
-            tool_version=__version__,
-            started_at=iso(started),
-            finished_at=iso(finished),
-            source={"host": identity.host, "database": identity.database},
-            files=mine,
+def _part(run: Run, staged: DatasetRun, as_of: date) -> DatasetPart:
+    """One dataset's share of the date's journal: its renames, the files of the date's previous
+    manifest it no longer names, and its new manifest."""
+    tree = run.tree
+    entries = [_describe(run, item) for item in staged.staged]
+    manifest_path = tree.manifest_path(staged.spec.name, as_of)
+    previous = read_run(tree, staged.spec.name, manifest_path, marked=False)
+    named = {e.path for e in entries}
+    obsolete: tuple[str, ...] = ()
+    if previous.manifest is not None:
+        obsolete = tuple(f.path for f in previous.manifest.files if f.path not in named)
+    elif previous.problem is not None and files.exists(manifest_path):
+        log.warning(
+            "the previous manifest %s is not trusted (%s): the new one replaces it and none of "
+            "the files it names is removed",
+            tree.relative(manifest_path),
+            previous.problem.message,
         )
-        write_text_atomic(manifest_path, manifest.to_json(), run_id)
-        for relative in obsolete:
-            (tree.exports / relative).unlink(missing_ok=True)
-        if update_latest(tree, manifest, manifest_path):
-            for alias, content in run.latest_aliases:
-                write_text_atomic(alias, content.decode("utf-8"), run_id)
-        results.append(
-            ExportResult(
-                run_id=run_id,
-                dataset=run.spec.name,
-                as_of=as_of,
-                status="success",
-                manifest_path=manifest_path,
-                files=mine,
-                started_at=manifest.started_at,
-                finished_at=manifest.finished_at,
-                removed_stale=stale,
-                source=str(identity),
-            )
-        )
-    return results
+    identity = source_identity(run.settings)
+    manifest = Manifest(
+        run_id=run.run_id,
+        dataset=staged.spec.name,
+        as_of_date=as_of,
+        schema_version=staged.spec.schema_version,
+        tool_version=__version__,
+        started_at=run.started,
+        finished_at=utc_now(),
+        source={"host": identity.host, "database": identity.database},
+        files=tuple(entries),
+    )
+    moves = tuple(
+        Move(tree.relative(item.temp), tree.relative(item.planned.path), entry.bytes)
+        for item, entry in zip(staged.staged, entries, strict=True)
+    )
+    return DatasetPart(staged.spec.name, moves, obsolete, manifest)
 
 
-def _publish(tree: RuntimeTree, staged: list[StagedFile]) -> list[FileRecord]:
-    """Checksum every staged file, then rename each into place.
-
-    The files a run replaces are kept as hard links until every rename has succeeded, so that
-    a failure half-way puts the previous files back: the set stays the previous run's.
-    """
-    records: list[FileRecord] = []
-    backups: list[tuple[Path, Path]] = []
-    published: list[Path] = []
-    current = staged[0].planned.path if staged else Path()
+def publish_date(run: Run, staged: list[DatasetRun], as_of: date) -> list[ExportResult]:
+    """Publish every staged file of the date together: the journal first, then the renames,
+    the manifests and the pointers. Signals wait until it is complete."""
+    tree = run.tree
     try:
+        record = PublishRecord(run.run_id, as_of, tuple(_part(run, s, as_of) for s in staged))
+    except (OSError, AbacoError) as exc:
         for item in staged:
-            current = item.planned.path
-            fsync_path(item.temp)
-            records.append(
-                FileRecord(
-                    path=tree.relative(item.planned.path),
-                    table=item.planned.table,
-                    format=item.planned.format,
-                    rows=item.rows,
-                    bytes=item.temp.stat().st_size,
-                    sha256=sha256_of(item.temp),
-                    columns=item.columns,
-                )
-            )
-        for item in staged:
-            current = item.planned.path
-            if item.planned.path.exists():
-                backup = item.temp.with_name(item.temp.name + ".previous")
-                os.link(item.planned.path, backup)
-                backups.append((backup, item.planned.path))
-            publish(item.temp, item.planned.path)
-            published.append(item.planned.path)
-    except BaseException as exc:
-        _roll_back(published, backups)
-        discard(staged)
-        if isinstance(exc, OSError):
-            raise WriteError(f"could not publish {current}: {exc}") from None
-        raise
-    for backup, _ in backups:
-        backup.unlink(missing_ok=True)
-    return records
-
-
-def _roll_back(published: list[Path], backups: list[tuple[Path, Path]]) -> None:
-    """Put back the previous files of a half-published run; remove files it added anew."""
-    restored = {target for _, target in backups}
-    for backup, target in backups:
-        if target in published:
-            os.replace(backup, target)
-        else:
-            backup.unlink(missing_ok=True)
-    for target in published:
-        if target not in restored:
-            target.unlink(missing_ok=True)
+            discard(tree, item.staged)
+        if isinstance(exc, AbacoError):
+            raise
+        raise WriteError(f"could not publish as of {as_of}: {exc}") from None
+    names = ", ".join(p.dataset for p in record.parts)
+    try:
+        with run.publishing(record, f"{names} as of {as_of}"):
+            journal.write(tree, record)
+            run.checkpoint("wrote the journal")
+            for part in record.parts:
+                journal.apply_moves(tree, part, run.checkpoint)
+            for part in record.parts:
+                journal.apply_rest(tree, record, part, run.checkpoint)
+    except (OSError, JournalError) as exc:
+        raise WriteError(
+            f"publishing {names} as of {as_of} stopped half-way: {exc}; its journal is kept "
+            "and the next run of the dataset completes it",
+        ) from None
+    return [
+        ExportResult(
+            run_id=run.run_id,
+            dataset=part.dataset,
+            as_of=as_of,
+            status="success",
+            manifest_path=tree.manifest_path(part.dataset, as_of),
+            files=list(part.manifest.files),
+            started_at=iso(part.manifest.started_at),
+            finished_at=iso(part.manifest.finished_at),
+        )
+        for part in record.parts
+    ]

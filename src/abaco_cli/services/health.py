@@ -7,11 +7,8 @@ order of monitoring-plugins' ``max_state_alt``), and is the command's exit code.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import shutil
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,18 +20,24 @@ from typing import Any
 import psycopg
 
 from abaco_cli import metrics
+from abaco_cli.audit.recorder import audit_log_path
 from abaco_cli.datasets import REGISTRY
-from abaco_cli.db.classify import classify, scrub
-from abaco_cli.db.connect import Connection, connect, secrets_of
+from abaco_cli.dates import last_complete_day
+from abaco_cli.db.classify import classify
+from abaco_cli.db.connect import Connection, connect
 from abaco_cli.db.contract import check_contract
+from abaco_cli.db.snapshot import ping
 from abaco_cli.errors import AbacoError
-from abaco_cli.runtime.inventory import dataset_dirs, exported_runs
+from abaco_cli.redaction import Redactor
+from abaco_cli.runtime import journal
+from abaco_cli.runtime.inventory import dataset_dirs, exported_runs, linked_dataset_dirs
+from abaco_cli.runtime.lock import probe_locks
 from abaco_cli.runtime.tree import RuntimeTree
-from abaco_cli.services.auditing import audit_log_path, check_audit_chain, redaction_secrets
-from abaco_cli.services.runs import iso, utc_now
+from abaco_cli.services.run import iso, utc_now
+from abaco_cli.services.verifying import VerifyResult, check_dataset, compare_with_sink, read_trail
 from abaco_cli.settings import Settings
 
-CHECKS = ("config", "db", "contract", "freshness", "runtime", "disk", "audit", "locks")
+CHECKS = ("config", "db", "contract", "freshness", "runtime", "disk", "audit", "sink", "locks")
 
 
 class State(IntEnum):
@@ -120,7 +123,8 @@ class _Context:
     def __init__(self, settings: Settings, now: datetime) -> None:
         self.settings = settings
         self.now = now
-        self.tree = RuntimeTree(settings.runtime_dir)
+        self.tree = RuntimeTree.at(settings.runtime_dir)
+        self.redactor = Redactor.from_settings(settings)
         self.conn: Connection | None = None
         self.db_error: str | None = None
         self.disk_free_ratio: float | None = None
@@ -164,13 +168,10 @@ def _db(ctx: _Context) -> Check:
     connect_ms = (time.monotonic() - started) * 1000
     try:
         started = time.monotonic()
-        with conn.transaction():
-            timeout_ms = int(ctx.settings.health.db_timeout_seconds) * 1000
-            conn.execute(f"SET LOCAL statement_timeout = {timeout_ms}")
-            conn.execute("SELECT 1").fetchone()
+        ping(conn, ctx.settings.health.db_timeout_seconds)
         latency_ms = (time.monotonic() - started) * 1000
     except psycopg.Error as exc:
-        error = classify(exc, secrets=secrets_of(ctx.settings), during="SELECT 1")
+        error = classify(exc, redactor=ctx.redactor, during="SELECT 1")
         return Check("db", State.CRITICAL, f"no answer: {error.message}")
     details = {"latency_ms": round(latency_ms, 1), "connect_ms": round(connect_ms, 1)}
     limit = ctx.settings.health.db_latency_warning_ms
@@ -193,7 +194,7 @@ def _contract(ctx: _Context) -> Check:
         problems = check_contract(conn, ctx.settings.tables)
         conn.rollback()
     except psycopg.Error as exc:
-        error = classify(exc, secrets=secrets_of(ctx.settings), during="checking the contract")
+        error = classify(exc, redactor=ctx.redactor, during="checking the contract")
         return Check("contract", State.UNKNOWN, error.message)
     if problems:
         more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
@@ -277,12 +278,47 @@ def _runtime(ctx: _Context) -> Check:
             problem = _probe(folder)
             if problem is not None:
                 return Check("runtime", State.CRITICAL, problem)
-    marked = [
-        f"{run.dataset} as of {run.as_of_date}"
-        for folder in dataset_dirs(ctx.tree)
-        for run in exported_runs(ctx.tree, folder.name)
-        if run.marked
+    runs = [
+        run for folder in dataset_dirs(ctx.tree) for run in exported_runs(ctx.tree, folder.name)
     ]
+    marked = [f"{run.dataset} as of {run.as_of_date}" for run in runs if run.marked]
+    newest_day = last_complete_day(ctx.settings)
+    future = [
+        f"{run.dataset} as of {run.as_of}"
+        for run in runs
+        if run.successful and run.as_of is not None and run.as_of > newest_day
+    ]
+    waiting = [
+        f"{dataset} as of {item.record.as_of} (run {item.record.run_id})"
+        for item in journal.pending(ctx.tree)
+        if item.record is not None
+        for dataset in item.waiting
+    ]
+    linked = linked_dataset_dirs(ctx.tree)
+    if linked:
+        return Check(
+            "runtime",
+            State.CRITICAL,
+            f"exports/{', exports/'.join(linked)} is a symbolic link: abaco never writes, reads "
+            "or prunes through one; make it a real folder (runbooks/disk-filling.md)",
+            {"linked_folders": linked},
+        )
+    if waiting:
+        return Check(
+            "runtime",
+            State.WARNING,
+            f"a publish was interrupted ({', '.join(waiting)}); the next run of the dataset "
+            "(any export or prune of it) completes it",
+            {"interrupted_publish": waiting},
+        )
+    if future:
+        return Check(
+            "runtime",
+            State.WARNING,
+            f"run(s) dated after yesterday hold the latest pointers: {', '.join(future)}; "
+            "remove them (runbooks/export-stale.md) unless they are meant",
+            {"future_runs": future},
+        )
     if marked:
         return Check(
             "runtime",
@@ -316,80 +352,66 @@ def _disk(ctx: _Context) -> Check:
 
 
 def _audit(ctx: _Context) -> Check:
-    records, problems = check_audit_chain(ctx.settings)
+    """The chain, and every live manifest tied to a record of its run (no file hashing)."""
+    trail, problems, records = read_trail(ctx.settings)
+    chain_broken = bool(problems)
+    waiting = {
+        (dataset, item.record.as_of)
+        for item in journal.pending(ctx.tree)
+        if item.record is not None
+        for dataset in item.waiting
+    }
+    newest_day = last_complete_day(ctx.settings)
+    for folder in dataset_dirs(ctx.tree):
+        outcome = check_dataset(ctx.tree, folder.name, trail, waiting, newest_day, hash_files=False)
+        problems += outcome.problems
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        what = "chain broken" if chain_broken else "a run without its audit record"
         return Check(
             "audit",
             State.CRITICAL,
-            f"chain broken: {problems[0].message}{more}; run `abaco audit verify`",
+            f"{what}: {problems[0].message}{more}; run `abaco audit verify`",
             {"problems": [p.message for p in problems]},
         )
     if not records:
         return Check("audit", State.OK, "no audit records yet")
-    return Check("audit", State.OK, f"chain intact ({records} records)")
+    return Check("audit", State.OK, f"chain intact ({records} records), every run recorded")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _sink(ctx: _Context) -> Check:
+    """This host's chain against the PostgreSQL sink (when one is configured)."""
+    if ctx.settings.audit.sink != "postgres":
+        return Check("sink", State.OK, "no audit sink configured (audit.sink = none)")
+    trail, _, _ = read_trail(ctx.settings)
+    result = VerifyResult(log_path=audit_log_path(ctx.settings))
+    compare_with_sink(ctx.settings, trail, result)
+    if not result.problems:
+        return Check(
+            "sink", State.OK, f"the local chain matches the sink ({result.sink_rows} rows)"
+        )
+    kinds = {p.kind for p in result.problems}
+    state = State.WARNING if kinds <= {"missing_in_sink", "sink_unreachable"} else State.CRITICAL
+    more = f" (and {len(result.problems) - 1} more)" if len(result.problems) > 1 else ""
+    return Check(
+        "sink",
+        state,
+        f"{result.problems[0].message}{more}; run `abaco audit verify --against-sink`",
+        {"problems": [p.message for p in result.problems]},
+    )
 
 
 def _locks(ctx: _Context) -> Check:
-    folder = ctx.tree.locks
-    stale: list[str] = []
-    held: list[str] = []
-    if folder.is_dir():
-        for path in sorted(folder.glob("*.lock")):
-            if path.is_symlink() or not path.is_file():
-                continue
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    held.append(path.stem)
-                    continue
-                try:
-                    text = os.read(fd, 65536).decode("utf-8", "replace").strip()
-                finally:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
-            if not text:
-                continue  # released cleanly
-            stale.append(f"{path.name} ({_stale_holder(text)})")
-    if stale:
+    probe = probe_locks(ctx.tree.locks)
+    if probe.stale:
         return Check(
             "locks",
             State.WARNING,
-            f"stale lock(s) left by a process that died: {'; '.join(stale)}",
-            {"stale": stale, "held": held},
+            f"stale lock(s) left by a process that died: {'; '.join(probe.stale)}",
+            {"stale": probe.stale, "held": probe.held},
         )
-    summary = f"held now: {', '.join(held)}" if held else "no lock held"
-    return Check("locks", State.OK, f"no stale lock; {summary}", {"held": held})
-
-
-def _stale_holder(text: str) -> str:
-    try:
-        info = json.loads(text)
-    except ValueError:
-        return "holder info unreadable"
-    if not isinstance(info, dict):
-        return "holder info unreadable"
-    pid, host = info.get("pid"), info.get("host")
-    fate = "is gone"
-    if isinstance(pid, int) and host == socket.gethostname() and _pid_alive(pid):
-        fate = "is alive but no longer holds it"
-    return (
-        f"pid {pid} on {host} {fate}; run {info.get('run_id')}, `{info.get('command')}`, "
-        f"since {info.get('since')}"
-    )
+    summary = f"held now: {', '.join(probe.held)}" if probe.held else "no lock held"
+    return Check("locks", State.OK, f"no stale lock; {summary}", {"held": probe.held})
 
 
 _RUNNERS: dict[str, Callable[[_Context], Check]] = {
@@ -400,6 +422,7 @@ _RUNNERS: dict[str, Callable[[_Context], Check]] = {
     "runtime": _runtime,
     "disk": _disk,
     "audit": _audit,
+    "sink": _sink,
     "locks": _locks,
 }
 
@@ -424,7 +447,6 @@ def run_healthcheck(
         ]
         return HealthReport(results, iso(moment))
     ctx = _Context(settings, moment)
-    secrets = redaction_secrets(settings)
     results = []
     try:
         for name in chosen:
@@ -433,7 +455,7 @@ def run_healthcheck(
             except (OSError, ValueError, AbacoError, psycopg.Error) as exc:
                 message = exc.message if isinstance(exc, AbacoError) else str(exc)
                 results.append(
-                    Check(name, State.UNKNOWN, f"check failed: {scrub(message, secrets)}")
+                    Check(name, State.UNKNOWN, f"check failed: {ctx.redactor.text(message)}")
                 )
     finally:
         ctx.close()

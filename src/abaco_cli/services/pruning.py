@@ -3,9 +3,11 @@
 A run is one manifest and the files it names. Its age is the time its manifest records
 (``finished_at``), never a file's mtime. Never removed: the ``keep_last`` newest successful runs
 of a dataset (by as-of date; at least 1), the run ``latest.json`` points at, a run whose
-manifest cannot be read or has no recorded time, a file some remaining manifest still names, a
-file no manifest names (listed as unknown), anything reached through a symbolic link, anything
-outside ``exports/<dataset>/``, and ``.gitkeep``.
+manifest cannot be trusted (unreadable, no date or time, or naming any path that is not a data
+file of its own dataset and date: ``bad_path``), a file some remaining manifest still names, a
+file no manifest names (listed as unknown), anything reached through a symbolic link, and
+``.gitkeep``. Every deletion goes through runtime/files.py, which refuses any path outside the
+tree's data places.
 
 Crash safety, "mark first": the manifest is first renamed to a hidden marker
 (``_manifests/.<name>.manifest.json.pruning``, one atomic rename), then the files go, then the
@@ -17,6 +19,7 @@ marker as an interrupted prune rather than missing files, and the next prune fin
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,21 +28,20 @@ from pathlib import Path
 from typing import Any
 
 from abaco_cli import metrics
+from abaco_cli.audit.recorder import AuditedRun
 from abaco_cli.datasets import REGISTRY
 from abaco_cli.durations import format_duration, parse_duration
-from abaco_cli.errors import ExitCode, LockedError, UsageError, WriteError
-from abaco_cli.runtime.atomic import TEMP_SUFFIX, fsync_path
+from abaco_cli.errors import ExitCode, LockedError, UnsafePathError, UsageError, WriteError
+from abaco_cli.runtime import files
 from abaco_cli.runtime.inventory import (
     ExportedRun,
     dataset_dirs,
     exported_runs,
-    latest_manifest,
-    resolve_inside,
+    read_pointer,
+    refresh_latest,
 )
-from abaco_cli.runtime.lock import dataset_lock
-from abaco_cli.runtime.tree import RuntimeTree
-from abaco_cli.services.auditing import AuditedRun, audited
-from abaco_cli.services.runs import iso, new_run_id, utc_now
+from abaco_cli.runtime.tree import Place, RuntimeTree
+from abaco_cli.services.run import Run, iso
 from abaco_cli.settings import Settings
 
 KEEP = ".gitkeep"
@@ -184,7 +186,8 @@ def _judge(
         reverse=True,
     )
     newest = {id(r) for r in successful[:keep_last]}
-    pointed = latest_manifest(tree, dataset)
+    pointer = read_pointer(tree, dataset)
+    pointed = pointer.manifest if pointer is not None else None
     going: list[tuple[ExportedRun, str]] = []
     kept: list[KeptRun] = []
     for run in runs:
@@ -195,8 +198,8 @@ def _judge(
         def keep(reason: str, run: ExportedRun = run) -> None:
             kept.append(KeptRun(dataset, run.run_id, run.as_of_date, reason))
 
-        if not run.usable:
-            keep(f"{run.problem}: never removed")
+        if run.problem is not None:
+            keep(f"{run.problem.kind}: {run.problem.message}: never removed")
         elif id(run) in newest:
             keep(f"one of the {keep_last} newest successful runs (--keep-last {keep_last})")
         elif pointed is not None and run.manifest_path == pointed:
@@ -224,9 +227,9 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _delete(path: Path) -> None:
+def _delete(tree: RuntimeTree, path: Path) -> None:
     """Remove one file of a run (a seam for the crash tests)."""
-    path.unlink()
+    files.remove(tree, path, Place.DATA)
 
 
 def _remove_run(
@@ -249,29 +252,29 @@ def _remove_run(
     marker = run.manifest_path
     if not run.marked and not dry_run:
         marker = tree.pruning_marker(run.manifest_path)
-        os.replace(run.manifest_path, marker)  # from here on the run is no longer published
-        fsync_path(marker.parent)
+        # from here on the run is no longer published
+        files.replace(tree, run.manifest_path, Place.MANIFEST, marker, Place.MARKER)
     folders: set[Path] = set()
     for entry in run.files:
-        path = resolve_inside(tree, run.dataset, entry.path)
         why = None
+        try:
+            path = tree.data_file(entry.path, run.dataset, run.as_of)
+        except UnsafePathError as exc:
+            path, why = None, exc.message
         if path is None:
-            why = "outside the dataset's folder or behind a symbolic link"
-        elif path.is_symlink():
-            why = "a symbolic link: never followed, left in place"
+            pass
         elif path.name == KEEP:
             why = f"{KEEP} is never removed"
         elif entry.path in staying:
             why = "another manifest still names it"
-        if why is not None:
-            pruned.skipped.append({"path": entry.path, "reason": why})
+        if why is not None or path is None:
+            pruned.skipped.append({"path": entry.path, "reason": why or "refused"})
             continue
-        assert path is not None
-        if not path.is_file():
+        if not _is_file(path):
             continue  # already gone (an interrupted prune removed it)
         size = _size(path)
         if not dry_run:
-            _delete(path)
+            _delete(tree, path)
             folders.add(path.parent)
         pruned.files.append(entry.path)
         pruned.bytes += size
@@ -279,16 +282,16 @@ def _remove_run(
     if dry_run:
         return pruned
     for folder in sorted(folders, reverse=True):
-        if folder.name.startswith("as_of_date=") and not folder.is_symlink():
-            try:
-                folder.rmdir()  # only when empty
-            except OSError:
-                pass
-            else:
-                fsync_path(folder.parent)
-    marker.unlink()  # last: until now the marker said what was still to go
-    fsync_path(marker.parent)
+        files.remove_empty_folder(tree, folder)
+    files.remove(tree, marker, Place.MARKER)  # last: until now it said what was still to go
     return pruned
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def _unknown(tree: RuntimeTree, folder: Path, known: set[str]) -> list[UnknownFile]:
@@ -322,7 +325,7 @@ def _unknown(tree: RuntimeTree, folder: Path, known: set[str]) -> list[UnknownFi
                 continue  # a stable alias of the newest file (kpi/json/kpi_latest.json)
             if path.is_symlink():
                 reason = "symbolic link: never followed"
-            elif name.startswith(".") and name.endswith(TEMP_SUFFIX):
+            elif files.is_temp_name(name):
                 reason = "temporary file of an interrupted export (its next export removes it)"
             else:
                 reason = "no manifest names this file"
@@ -367,7 +370,7 @@ def _prune_dataset(
 
 
 def prune(
-    settings: Settings,
+    run: Run,
     *,
     retention: timedelta | None = None,
     dataset: str | None = None,
@@ -377,13 +380,13 @@ def prune(
     on_wait: Callable[[str], None] | None = None,
 ) -> PruneResult:
     """Remove (or with ``dry_run`` list) every run older than its dataset's retention."""
+    settings, tree = run.settings, run.tree
     keep = keep_last if keep_last is not None else settings.prune.keep_last
     if keep < 1:
         raise UsageError(
             f"--keep-last must be at least 1, not {keep}: "
             "the newest successful run of a dataset is never removed"
         )
-    tree = RuntimeTree(settings.runtime_dir)
     folders = dataset_dirs(tree)
     if dataset is not None:
         if dataset not in REGISTRY and dataset not in {f.name for f in folders}:
@@ -392,7 +395,7 @@ def prune(
         folders = [f for f in folders if f.name == dataset]
     names = [dataset] if dataset is not None else sorted({*REGISTRY, *(f.name for f in folders)})
     retentions = _retentions(settings, names, retention)
-    moment = now or utc_now()
+    moment = now or run.started
     result = PruneResult(
         dry_run=dry_run,
         keep_last=keep,
@@ -409,13 +412,10 @@ def prune(
                 tree, folder, retentions.get(folder.name), keep, moment, result, dry_run=True
             )
         return result
-    result.run_id = new_run_id(moment)
+    result.run_id = run.run_id
     succeeded = False
     try:
-        with audited(
-            settings,
-            command="prune",
-            run_id=result.run_id,
+        with run.audited(
             arguments={
                 "retention": format_duration(retention) if retention else None,
                 "dataset": dataset,
@@ -423,24 +423,20 @@ def prune(
             },
             datasets=[f.name for f in folders],
             reads_source=False,
-            started=moment,
-        ) as run:
-            _prune_locked(settings, tree, folders, retentions, keep, moment, result, on_wait)
-            _describe(run, result)
+        ) as audit:
+            _prune_locked(run, folders, retentions, keep, moment, result, on_wait)
+            _describe(audit, result)
         succeeded = not result.locked
     finally:
         deleted = {name: 0 for name in retentions}
         for item in result.removed:
             deleted[item.dataset] = deleted.get(item.dataset, 0) + 1
-        metrics.record(
-            settings, metrics.prune_update(time.time(), deleted, result.bytes, success=succeeded)
-        )
+        run.metrics(metrics.prune_update(time.time(), deleted, result.bytes, success=succeeded))
     return result
 
 
 def _prune_locked(
-    settings: Settings,
-    tree: RuntimeTree,
+    run: Run,
     folders: list[Path],
     retentions: dict[str, timedelta],
     keep: int,
@@ -448,18 +444,13 @@ def _prune_locked(
     result: PruneResult,
     on_wait: Callable[[str], None] | None,
 ) -> None:
-    """One dataset at a time under its lock; a dataset another run holds is skipped."""
+    """One dataset at a time under its lock (an interrupted publish is finished first); a
+    dataset another run holds is skipped."""
     for folder in folders:
         try:
-            with dataset_lock(
-                tree.lock_path(folder.name),
-                run_id=result.run_id or "",
-                command="prune",
-                timeout_seconds=settings.lock_timeout_seconds,
-                on_wait=on_wait,
-            ):
+            with run.lock(folder.name, on_wait):
                 _prune_dataset(
-                    tree,
+                    run.tree,
                     folder,
                     retentions.get(folder.name),
                     keep,
@@ -467,6 +458,7 @@ def _prune_locked(
                     result,
                     dry_run=False,
                 )
+                refresh_latest(run.tree, folder.name, run.run_id)
         except LockedError as exc:
             result.locked.append(exc.message)
         except OSError as exc:

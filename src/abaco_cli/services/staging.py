@@ -26,16 +26,18 @@ from typing import Literal
 
 import psycopg
 import pyarrow as pa
-from psycopg import sql
 
 from abaco_cli.datasets.base import DatasetSpec, DeriveContext, Params, TableSpec
 from abaco_cli.db.classify import classify
-from abaco_cli.db.connect import Connection, connect, secrets_of, snapshot
+from abaco_cli.db.connect import Connection, connect, snapshot
+from abaco_cli.db.snapshot import export_snapshot, import_snapshot
 from abaco_cli.db.stream import QueryStream
-from abaco_cli.runtime.atomic import temp_path_for
-from abaco_cli.runtime.tree import RuntimeTree
+from abaco_cli.errors import UnsafePathError
+from abaco_cli.redaction import Redactor
+from abaco_cli.runtime import files
+from abaco_cli.runtime.tree import Place, RuntimeTree
 from abaco_cli.settings import Settings
-from abaco_cli.writers.base import BatchWriter, FileContext, open_sink
+from abaco_cli.writers.base import BatchWriter, FileContext
 from abaco_cli.writers.registry import WRITERS
 
 log = logging.getLogger(__name__)
@@ -83,18 +85,16 @@ class StagedFile:
 
 @dataclass
 class DatasetRun:
-    """One dataset's staged files for one date, and the latest aliases of its derived files."""
+    """One dataset's staged files for one date."""
 
     spec: DatasetSpec
     staged: list[StagedFile]
-    latest_aliases: list[tuple[Path, bytes]] = field(default_factory=list)
 
 
 def planned_files(
-    settings: Settings, spec: DatasetSpec, as_of: date, formats: list[str]
+    tree: RuntimeTree, spec: DatasetSpec, as_of: date, formats: list[str]
 ) -> list[PlannedFile]:
     """Every table file of a dataset for one date, in every format."""
-    tree = RuntimeTree(settings.runtime_dir)
     return [
         PlannedFile(t.name, fmt, tree.table_file(spec.name, t.name, as_of, fmt))
         for t in spec.tables
@@ -107,13 +107,13 @@ def notify(progress: ProgressCallback | None, event: ExportEvent) -> None:
         progress(event)
 
 
-def discard(staged: list[StagedFile]) -> None:
+def discard(tree: RuntimeTree, staged: list[StagedFile]) -> None:
     """Remove the temporary files, and the partition folders they alone were in."""
     for item in staged:
-        item.temp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError, UnsafePathError):
+            files.remove(tree, item.temp, Place.TEMP)
     for folder in {item.temp.parent for item in staged}:
-        with contextlib.suppress(OSError):  # not empty: it holds published files
-            folder.rmdir()
+        files.remove_empty_folder(tree, folder)  # only when empty
 
 
 class Source:
@@ -170,6 +170,7 @@ class _Progress:
 
 def _stage_table(
     conn: Connection,
+    tree: RuntimeTree,
     settings: Settings,
     job: _Job,
     context: FileContext,
@@ -187,8 +188,7 @@ def _stage_table(
     with ExitStack() as stack:
         writers: list[tuple[StagedFile, BatchWriter]] = []
         for item in mine:
-            item.temp.parent.mkdir(parents=True, exist_ok=True)
-            sink = stack.enter_context(open_sink(item.temp))
+            sink = stack.enter_context(files.open_new(tree, item.temp, Place.TEMP))
             writer = WRITERS[item.planned.format](sink, stream.schema, context)
             stack.callback(writer.abort)  # before the sink closes; a no-op after close()
             writers.append((item, writer))
@@ -212,15 +212,15 @@ def _stage_table(
     return pa.Table.from_batches(kept, schema=stream.schema)
 
 
-def _write_temp(path: Path, content: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open_sink(path) as sink:
+def _write_temp(tree: RuntimeTree, path: Path, content: bytes) -> None:
+    with files.open_new(tree, path, Place.TEMP) as sink:
         sink.write(content)
         sink.flush()
         os.fsync(sink.fileno())
 
 
 def _derive(
+    tree: RuntimeTree,
     settings: Settings,
     run: DatasetRun,
     as_of: date,
@@ -231,7 +231,6 @@ def _derive(
     spec = run.spec
     if spec.derive is None:
         return
-    tree = RuntimeTree(settings.runtime_dir)
     derive_context = DeriveContext(
         settings=settings,
         as_of=as_of,
@@ -245,16 +244,15 @@ def _derive(
         item = StagedFile(
             spec.name,
             PlannedFile(derived.table, derived.format, target),
-            temp_path_for(target, context.run_id),
+            RuntimeTree.temp_path(target, context.run_id),
             rows=derived.rows,
         )
         run.staged.append(item)
-        _write_temp(item.temp, derived.content)
-        if derived.latest_path is not None:
-            run.latest_aliases.append((tree.exports / derived.latest_path, derived.content))
+        _write_temp(tree, item.temp, derived.content)
 
 
 def _run_jobs(
+    tree: RuntimeTree,
     connections: list[Connection],
     jobs: list[_Job],
     settings: Settings,
@@ -275,7 +273,7 @@ def _run_jobs(
         conn = free.get()
         try:
             table_context = replace(context, dataset=job.run.spec.name, table=job.table.name)
-            return _stage_table(conn, settings, job, table_context, progress)
+            return _stage_table(conn, tree, settings, job, table_context, progress)
         finally:
             free.put(conn)
 
@@ -320,7 +318,7 @@ def _open_snapshot(
     opened = snapshot(conn, settings)
     opened.__enter__()
     try:
-        row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+        snapshot_id = export_snapshot(conn)
     except BaseException as exc:
         opened.__exit__(type(exc), exc, exc.__traceback__)  # rolls back
         if not isinstance(exc, psycopg.DatabaseError) or isinstance(exc, psycopg.OperationalError):
@@ -333,8 +331,7 @@ def _open_snapshot(
         stack.enter_context(snapshot(conn, settings))
         return None
     stack.push(opened.__exit__)
-    assert row is not None
-    return str(row[0])
+    return snapshot_id
 
 
 def _join_snapshot(
@@ -342,11 +339,12 @@ def _join_snapshot(
 ) -> None:
     """Open a transaction on ``conn`` that sees the exported snapshot ``snapshot_id``."""
     stack.enter_context(snapshot(conn, settings))
-    conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
+    import_snapshot(conn, snapshot_id)
 
 
 def stage_date(
     source: Source,
+    tree: RuntimeTree,
     settings: Settings,
     specs: Sequence[DatasetSpec],
     as_of: date,
@@ -360,8 +358,8 @@ def stage_date(
         DatasetRun(
             spec,
             [
-                StagedFile(spec.name, p, temp_path_for(p.path, context.run_id))
-                for p in planned_files(settings, spec, as_of, formats)
+                StagedFile(spec.name, p, RuntimeTree.temp_path(p.path, context.run_id))
+                for p in planned_files(tree, spec, as_of, formats)
             ],
         )
         for spec in specs
@@ -379,18 +377,19 @@ def stage_date(
                 for helper in source.get_helpers(workers - 1):
                     _join_snapshot(stack, helper, settings, snapshot_id)
                     connections.append(helper)
-            collected = _run_jobs(connections, jobs, settings, context, _Progress(progress))
+            collected = _run_jobs(tree, connections, jobs, settings, context, _Progress(progress))
             for run in runs:
                 tables = {t: kept for (d, t), kept in collected.items() if d == run.spec.name}
-                _derive(settings, run, as_of, context, tables)
+                _derive(tree, settings, run, as_of, context, tables)
     except psycopg.Error as exc:
         source.drop()
         for run in runs:
-            discard(run.staged)
+            discard(tree, run.staged)
         names = ", ".join(s.name for s in specs)
-        raise classify(exc, secrets=secrets_of(settings), during=f"exporting {names}") from None
+        redactor = Redactor.from_settings(settings)
+        raise classify(exc, redactor=redactor, during=f"exporting {names}") from None
     except BaseException:
         for run in runs:
-            discard(run.staged)
+            discard(tree, run.staged)
         raise
     return runs

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 import pyarrow as pa
@@ -41,8 +40,6 @@ class FileContext:
 class BatchWriter(ABC):
     """Writes Arrow record batches of one schema to a binary sink."""
 
-    extension: str = ""
-
     def __init__(self, sink: BinaryIO, schema: pa.Schema, context: FileContext) -> None:
         self.sink = sink
         self.schema = schema
@@ -71,8 +68,3 @@ class BatchWriter(ABC):
         """Release the writer after a failure; the half-written file is discarded anyway."""
         with contextlib.suppress(Exception):
             self.close()
-
-
-def open_sink(path: Path) -> BinaryIO:
-    """A new file readable by owner and group only (umask 027 in effect)."""
-    return path.open("xb")

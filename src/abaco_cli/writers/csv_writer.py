@@ -29,8 +29,6 @@ def _iso_timestamps(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
 
 
 class CsvWriter(BatchWriter):
-    extension = "csv"
-
     def __init__(self, sink: BinaryIO, schema: pa.Schema, context: FileContext) -> None:
         super().__init__(sink, schema, context)
         self._csv_schema = pa.schema([_csv_field(f) for f in schema])

@@ -68,8 +68,6 @@ def dumps_strict(payload: Any, *, indent: int | None = 2) -> str:
 
 
 class JsonWriter(BatchWriter):
-    extension = "json"
-
     def __init__(self, sink: BinaryIO, schema: pa.Schema, context: FileContext) -> None:
         super().__init__(sink, schema, context)
         self._names = schema.names

@@ -15,8 +15,6 @@ from abaco_cli.writers.base import BatchWriter, FileContext
 
 
 class ParquetWriter(BatchWriter):
-    extension = "parquet"
-
     def __init__(self, sink: BinaryIO, schema: pa.Schema, context: FileContext) -> None:
         super().__init__(sink, schema, context)
         self._names = [f.name for f in schema if f.name not in context.partition_columns]

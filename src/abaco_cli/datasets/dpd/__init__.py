@@ -10,17 +10,6 @@ from psycopg import sql
 from abaco_cli.datasets.base import DatasetSpec, Params, TableSpec, load_sql, source_names
 from abaco_cli.settings import Settings
 
-LOAN_COLUMNS = (
-    "as_of_date", "loan_id", "customer_id", "company", "product_type", "disbursement_date",
-    "maturity_date", "principal", "principal_paid", "outstanding", "past_due_amount",
-    "first_arrears_date", "days_past_due", "dpd_bucket", "dpd_bucket_value", "is_default",
-    "is_written_off", "written_off_balance", "last_payment_date", "last_due_date",
-)  # fmt: skip
-AGING_COLUMNS = (
-    "as_of_date", "dpd_bucket_value", "dpd_bucket", "description", "loans", "customers",
-    "outstanding", "past_due_amount", "share_of_outstanding",
-)  # fmt: skip
-
 
 def delinquency_query(settings: Settings) -> sql.Composed:
     """The loan-level delinquency SELECT; parameters come from ``delinquency_params``."""

@@ -92,6 +92,5 @@ def dashboard_files(context: DeriveContext) -> list[DerivedFile]:
             format="json",
             content=content,
             rows=len(payload["kpis"]),
-            latest_path="kpi/json/kpi_latest.json",
         )
     ]
