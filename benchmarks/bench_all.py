@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 
 from abaco_cli.pgcluster import LocalCluster
-from bench_dpd import AS_OF, Timing, abaco, run_timed
+from bench_dpd import AS_OF, Timing, abaco, database_name, run_timed
 
 SERIAL = {"ABACO_PARALLEL_QUERIES": "1"}
 RUNS: list[tuple[str, list[str], dict[str, str]]] = [
@@ -50,7 +50,17 @@ def bench(dsn: str, loans: int, repeat: int, workdir: Path) -> None:
     env = {**os.environ, "ABACO_DATABASE_URL": dsn, "ABACO_RUNTIME_DIR": str(workdir / "rt")}
     subprocess.run(abaco("db", "init"), env=env, check=True, stderr=subprocess.DEVNULL)
     seed = run_timed(
-        abaco("db", "seed", "--loans", str(loans), "--seed", "7", "--replace"),
+        abaco(
+            "db",
+            "seed",
+            "--loans",
+            str(loans),
+            "--seed",
+            "7",
+            "--replace",
+            "--yes-destroy-data",
+            database_name(dsn),
+        ),
         env,
         subprocess.DEVNULL,
     )

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from psycopg.conninfo import conninfo_to_dict
+
 from abaco_cli.pgcluster import LocalCluster
 
 AS_OF = "2025-12-31"
@@ -45,6 +47,11 @@ def run_timed(argv: list[str], env: dict[str, str], stdout: int | None = None) -
     return Timing(elapsed, usage.ru_maxrss / 1024)
 
 
+def database_name(dsn: str) -> str:
+    """The database a DSN names: `db seed --replace` wants it confirmed (the data goes)."""
+    return str(conninfo_to_dict(dsn).get("dbname") or os.environ.get("PGDATABASE", ""))
+
+
 def abaco(*args: str) -> list[str]:
     return [sys.executable, "-m", "abaco_cli", *args]
 
@@ -52,7 +59,17 @@ def abaco(*args: str) -> list[str]:
 def bench_size(loans: int, dsn: str, formats: str, workdir: Path) -> None:
     env = {**os.environ, "ABACO_DATABASE_URL": dsn, "ABACO_RUNTIME_DIR": str(workdir / "runtime")}
     seed = run_timed(
-        abaco("db", "seed", "--loans", str(loans), "--seed", "7", "--replace"),
+        abaco(
+            "db",
+            "seed",
+            "--loans",
+            str(loans),
+            "--seed",
+            "7",
+            "--replace",
+            "--yes-destroy-data",
+            database_name(dsn),
+        ),
         env,
         subprocess.DEVNULL,
     )

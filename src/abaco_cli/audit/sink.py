@@ -246,3 +246,27 @@ def rows_of_host(
         conn.execute(f"SET statement_timeout = {int(timeout_seconds) * 1000 * 10}")
         for seq, digest, event, run_id, prev_hash in conn.execute(query, (host, from_seq)):
             yield SinkRow(int(seq), str(digest), str(event), str(run_id), host, str(prev_hash))
+
+
+def records_of_runs(
+    conninfo: str, table: str, run_ids: list[str], *, events: tuple[str, ...], timeout_seconds: int
+) -> list[dict[str, Any]]:
+    """The sink's records (verbatim) of these runs with these events, from any host, in the
+    order the sink received them."""
+    if not run_ids:
+        return []
+    query = sql.SQL(
+        "SELECT record FROM {table} WHERE run_id = ANY(%s) AND event = ANY(%s) ORDER BY id"
+    ).format(table=_names(table)["table"])
+    with psycopg.connect(
+        conninfo,
+        application_name="abaco-audit",
+        connect_timeout=timeout_seconds,
+        prepare_threshold=None,
+    ) as conn:
+        conn.execute(f"SET statement_timeout = {int(timeout_seconds) * 1000 * 10}")
+        return [
+            row[0]
+            for row in conn.execute(query, (run_ids, list(events)))
+            if isinstance(row[0], dict)
+        ]

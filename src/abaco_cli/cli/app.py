@@ -173,5 +173,5 @@ def root(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point (and `python -m abaco_cli`): the program is `abaco`."""
+    app(prog_name="abaco")

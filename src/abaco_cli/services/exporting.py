@@ -187,12 +187,7 @@ def _export(
                 )
             except OSError as exc:
                 raise WriteError(f"could not write the export: {exc}") from None
-            published = publish_date(run, staged, as_of)
-            results += published
-            assert run.audit is not None
-            run.audit.outputs += [
-                output_record(r.dataset, r.as_of.isoformat(), f) for r in published for f in r.files
-            ]
+            results += publish_date(run, staged, as_of)
             notify(
                 progress,
                 ExportEvent("date", f"as of {as_of}", done=index, total=len(as_of_dates)),
@@ -300,7 +295,7 @@ def publish_date(run: Run, staged: list[DatasetRun], as_of: date) -> list[Export
         if isinstance(exc, AbacoError):
             raise
         raise WriteError(f"could not publish as of {as_of}: {exc}") from None
-    names = ", ".join(p.dataset for p in record.parts)
+    names = ", ".join(sorted(p.dataset for p in record.parts))
     try:
         with run.publishing(record, f"{names} as of {as_of}"):
             journal.write(tree, record)
@@ -309,6 +304,12 @@ def publish_date(run: Run, staged: list[DatasetRun], as_of: date) -> list[Export
                 journal.apply_moves(tree, part, run.checkpoint)
             for part in record.parts:
                 journal.apply_rest(tree, record, part, run.checkpoint)
+            if run.audit is not None:  # before a deferred signal ends the run
+                run.audit.outputs += [
+                    output_record(p.dataset, as_of.isoformat(), f)
+                    for p in record.parts
+                    for f in p.manifest.files
+                ]
     except (OSError, JournalError) as exc:
         raise WriteError(
             f"publishing {names} as of {as_of} stopped half-way: {exc}; its journal is kept "

@@ -92,6 +92,12 @@ def read_trail(settings: Settings) -> tuple[Trail, list[Finding], int]:
     lines, head, exists = audit_log(settings).read()
     problems = [Finding(p.kind, p.where, p.message) for p in check_chain(lines, head, exists)]
     records = [line.record for line in lines if line.record is not None]
+    first = parse_time(records[0].get("time")) if records else None
+    return Trail(_published(records), first, records, first_seq(lines)), problems, len(lines)
+
+
+def _published(records: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, str]]:
+    """(run, dataset, date) -> {path: sha256} of the records that say a run published files."""
     recorded: dict[tuple[str, str, str], dict[str, str]] = {}
     for record in records:
         if record.get("event") not in RECORDING_EVENTS:
@@ -105,8 +111,7 @@ def read_trail(settings: Settings) -> tuple[Trail, list[Finding], int]:
                 str(output.get("as_of_date")),
             )
             recorded.setdefault(key, {})[str(output.get("path"))] = str(output.get("sha256"))
-    first = parse_time(records[0].get("time")) if records else None
-    return Trail(recorded, first, records, first_seq(lines)), problems, len(lines)
+    return recorded
 
 
 def _pending_publishes(tree: RuntimeTree) -> tuple[set[tuple[str, date]], list[Finding]]:
@@ -448,6 +453,7 @@ def compare_with_sink(settings: Settings, trail: Trail, result: VerifyResult) ->
                 "log was replaced",
             )
         )
+    _check_older_runs(settings, trail, result)
 
 
 def _check_continuation(
@@ -470,3 +476,60 @@ def _check_continuation(
             f"{before[0].run_id}, {before[0].event}): the log was replaced",
         )
     )
+
+
+def _check_older_runs(settings: Settings, trail: Trail, result: VerifyResult) -> None:
+    """A live manifest older than the local log is a note locally (an archived log, a new VM);
+    against the sink, which holds the archived records too, its run must have a record there
+    (from any host: a new VM's tree may come from an old one) naming the same files."""
+    tree = RuntimeTree.at(settings.runtime_dir)
+    waiting, _ = _pending_publishes(tree)
+    older: list[tuple[str, ExportedRun]] = []
+    for folder in dataset_dirs(tree):
+        for run in exported_runs(tree, folder.name):
+            if run.marked or run.manifest is None or (run.dataset, run.as_of) in waiting:
+                continue
+            where = tree.relative(run.manifest_path)
+            _, notes = check_linkage(tree, run, trail, where)
+            if any(note.kind == "predates_log" for note in notes):
+                older.append((where, run))
+    if not older:
+        return
+    try:
+        records = sink.records_of_runs(
+            sink_conninfo(settings),
+            settings.audit.table,
+            sorted({run.run_id for _, run in older}),
+            events=RECORDING_EVENTS,
+            timeout_seconds=settings.audit.sink_timeout_seconds,
+        )
+    except psycopg.Error as exc:
+        message = Redactor.from_settings(settings).text(" ".join(str(exc).split()))
+        result.problems.append(
+            Finding("sink_unreachable", settings.audit.table, f"cannot read the sink: {message}")
+        )
+        return
+    anchored = _published(records)
+    for where, run in older:
+        manifest = run.manifest
+        assert manifest is not None
+        listed = anchored.get((manifest.run_id, run.dataset, manifest.as_of_date.isoformat()))
+        if listed is None:
+            result.problems.append(
+                Finding(
+                    "unanchored_run",
+                    where,
+                    f"{where} (run {manifest.run_id}) is older than the local audit log and the "
+                    "sink holds no record of its run either: the manifest was put there by hand "
+                    "(a restored manifest needs `abaco audit record-restore`)",
+                )
+            )
+        elif listed != {entry.path: entry.sha256 for entry in manifest.files}:
+            result.problems.append(
+                Finding(
+                    "manifest_edited",
+                    where,
+                    f"{where} was edited: the files and sha256 it names differ from the sink's "
+                    f"record of run {manifest.run_id}",
+                )
+            )

@@ -1,0 +1,309 @@
+"""The trust review's findings 1, 2, 4 and 5, each reproduced as the review did it, and the
+one error mapping of the command line.
+
+1. a re-export deleted whatever its old manifest named, anywhere;
+2. prune trusted a manifest's paths inside the dataset folder;
+4. dates that cannot be true were accepted and pinned the latest pointers for good;
+5. symbolic links were followed inconsistently (export wrote through a linked dataset folder,
+   a linked lock file was truncated).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import invoke
+from tests.ops import (
+    add_loans,
+    manifest_path,
+    read_records,
+    run_abaco,
+    set_finished_at,
+    tree_snapshot,
+)
+
+OLD, NEWEST = "2025-12-29", "2025-12-30"
+
+
+def exports(runtime_dir: Path) -> Path:
+    return runtime_dir / "exports"
+
+
+def export(cli: CliRunner, *args: str) -> Any:
+    result = invoke(cli, "export", *args)
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def verify(cli: CliRunner) -> tuple[int, dict[str, Any]]:
+    result = invoke(cli, "audit", "verify", "--json")
+    return result.exit_code, json.loads(result.stdout)
+
+
+def kinds(report: dict[str, Any], key: str = "problems") -> list[str]:
+    return sorted(p["kind"] for p in report[key])
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("abaco: error:"), stderr
+    return lines[0]
+
+
+def add_entry(manifest: Path, path: str) -> None:
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    data["files"].append(
+        {
+            "path": path,
+            "table": "loans",
+            "format": "csv",
+            "rows": 0,
+            "bytes": 1,
+            "sha256": "0" * 64,
+            "columns": [],
+        }
+    )
+    manifest.write_text(json.dumps(data, indent=2), encoding="utf-8")
+
+
+# ---------------------------------------------------------------- 1. the re-export's clean-up
+
+
+def test_a_reexport_never_deletes_what_an_edited_manifest_names(
+    cli: CliRunner, db_conninfo: str, runtime_dir: Path, tmp_path: Path
+) -> None:
+    add_loans(db_conninfo)
+    assert export(cli, "dpd", "--as-of", NEWEST).exit_code == 0
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not abaco's", encoding="utf-8")
+    audit_log = runtime_dir / "audit" / "audit.jsonl"
+    head = runtime_dir / "audit" / "audit.jsonl.head"
+    manifest = manifest_path(runtime_dir, "dpd", NEWEST)
+    for path in (str(victim), "dpd/../../audit/audit.jsonl", "dpd/../../audit/audit.jsonl.head"):
+        add_entry(manifest, path)
+    records_before = len(read_records(runtime_dir))
+
+    code, report = verify(cli)
+    assert code == 1 and kinds(report) == ["bad_path"]  # the edited manifest is reported
+
+    result = export(cli, "dpd", "--as-of", NEWEST)
+    assert result.exit_code == 0, result.stderr
+    assert victim.read_text(encoding="utf-8") == "not abaco's"
+    assert audit_log.is_file() and head.is_file()
+    records = read_records(runtime_dir)
+    assert len(records) == records_before + 2  # the chain goes on: START and COMPLETE appended
+    assert records[-1]["seq"] == records_before + 2
+    assert "is not trusted" in result.stderr  # said once, as a warning
+    code, report = verify(cli)
+    assert code == 0, report["problems"]  # the new run's manifest replaced the edited one
+    assert invoke(cli, "healthcheck", "--check", "audit").exit_code == 0
+
+
+def test_a_manifest_naming_another_date_or_dataset_is_bad_path(
+    cli: CliRunner, db_conninfo: str, runtime_dir: Path
+) -> None:
+    add_loans(db_conninfo)
+    assert export(cli, "dpd", "--as-of", OLD).exit_code == 0
+    assert export(cli, "dpd", "--as-of", NEWEST).exit_code == 0
+    newest_csv = f"dpd/loans/as_of_date={NEWEST}/dpd_loans_{NEWEST}.csv"
+    add_entry(manifest_path(runtime_dir, "dpd", OLD), newest_csv)
+    code, report = verify(cli)
+    assert code == 1 and kinds(report) == ["bad_path"]
+    assert newest_csv in report["problems"][0]["message"]
+
+
+# ------------------------------------------------------------------------ 2. prune's trust
+
+
+def test_prune_never_removes_what_an_old_manifest_names_outside_its_own_files(
+    cli: CliRunner, db_conninfo: str, runtime_dir: Path
+) -> None:
+    add_loans(db_conninfo)
+    assert export(cli, "dpd", "--as-of", OLD).exit_code == 0
+    assert export(cli, "dpd", "--as-of", NEWEST).exit_code == 0
+    old, newest = manifest_path(runtime_dir, "dpd", OLD), manifest_path(runtime_dir, "dpd", NEWEST)
+    pointer = exports(runtime_dir) / "dpd" / "latest.json"
+    add_entry(old, f"dpd/_manifests/{newest.name}")
+    add_entry(old, "dpd/latest.json")
+    set_finished_at(old, datetime.now(UTC) - timedelta(days=200))
+    before = tree_snapshot(exports(runtime_dir))
+
+    result = invoke(cli, "prune", "--retention", "90d", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["removed"] == []
+    kept = {k["as_of_date"]: k["reason"] for k in report["kept"]}
+    assert kept[OLD].startswith("bad_path:") and kept[OLD].endswith("never removed")
+    assert newest.is_file() and pointer.is_file() and old.is_file()
+    assert tree_snapshot(exports(runtime_dir)) == before
+    code, verified = verify(cli)
+    assert code == 1 and kinds(verified) == ["bad_path"]
+    assert verified["manifests"] == 1  # the newest still counts; the edited one is reported
+
+
+# ------------------------------------------------------------------------------- 4. dates
+
+
+@pytest.mark.parametrize("when", ["today", "tomorrow", "2027-01-01", "9999-12-31"])
+def test_dates_whose_day_is_not_over_are_refused(
+    cli: CliRunner, db_conninfo: str, runtime_dir: Path, when: str
+) -> None:
+    today = datetime.now(UTC).date()
+    day = {"today": today, "tomorrow": today + timedelta(days=1)}.get(when)
+    text = day.isoformat() if day else when
+    for args in (
+        ["dpd", "--as-of", text],
+        ["all", "--as-of", text],
+        ["kpi", "--from", "2025-01-01", "--to", text],
+    ):
+        result = export(cli, *args)
+        assert result.exit_code == 2, (args, result.stderr)
+        line = one_error_line(result.stderr)
+        assert f"newest as-of date is {today - timedelta(days=1)}" in line
+        assert "--allow-future" in line
+    assert not exports(runtime_dir).exists() or not list(exports(runtime_dir).rglob("*.json"))
+
+
+def test_a_future_run_moves_latest_until_it_is_removed(
+    cli: CliRunner, db_conninfo: str, runtime_dir: Path
+) -> None:
+    add_loans(db_conninfo)
+    assert export(cli, "kpi", "--as-of", NEWEST).exit_code == 0
+    result = export(cli, "kpi", "--as-of", "2027-01-01", "--allow-future")
+    assert result.exit_code == 0, result.stderr
+    kpi = exports(runtime_dir) / "kpi"
+    assert json.loads((kpi / "latest.json").read_text())["as_of_date"] == "2027-01-01"
+    health = invoke(cli, "healthcheck", "--check", "runtime")
+    assert health.exit_code == 1 and "kpi as of 2027-01-01" in health.stdout
+    code, report = verify(cli)
+    assert code == 0 and "future_run" in kinds(report, "notes")
+
+    # removed by hand: the next run of the dataset moves the pointer and the alias back
+    manifest_path(runtime_dir, "kpi", "2027-01-01").unlink()
+    assert invoke(cli, "prune", "--retention", "9999w").exit_code == 0
+    pointer = json.loads((kpi / "latest.json").read_text())
+    assert pointer["as_of_date"] == NEWEST
+    alias = (kpi / "json" / "kpi_latest.json").read_bytes()
+    assert alias == (kpi / "json" / f"kpi_{NEWEST}.json").read_bytes()
+
+
+def test_a_manifest_date_that_is_no_date_never_becomes_the_newest(
+    cli: CliRunner, db_conninfo: str, runtime_dir: Path
+) -> None:
+    add_loans(db_conninfo)
+    assert export(cli, "dpd", "--as-of", OLD).exit_code == 0
+    assert export(cli, "dpd", "--as-of", NEWEST).exit_code == 0
+    newest = manifest_path(runtime_dir, "dpd", NEWEST)
+    data = json.loads(newest.read_text())
+    data["as_of_date"] = "zzzz"
+    newest.write_text(json.dumps(data))
+    assert export(cli, "dpd", "--as-of", OLD).exit_code == 0  # takes the lock: refreshes latest
+    pointer = json.loads((exports(runtime_dir) / "dpd" / "latest.json").read_text())
+    assert pointer["as_of_date"] == OLD
+    code, report = verify(cli)
+    assert code == 1 and kinds(report) == ["bad_manifest"]
+    assert "'zzzz' is not a date" in report["problems"][0]["message"]
+
+
+def test_the_business_time_zone_decides_when_a_day_is_over(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Kiritimati is UTC+14: its yesterday can be today in UTC; Niue (UTC-11) is behind UTC.
+    monkeypatch.setenv("ABACO_BUSINESS_TIMEZONE", "Pacific/Kiritimati")
+    ahead = (datetime.now(UTC) + timedelta(hours=14)).date() - timedelta(days=1)
+    result = export(cli, "dpd", "--as-of", (ahead + timedelta(days=1)).isoformat())
+    assert result.exit_code == 2 and f"newest as-of date is {ahead}" in result.stderr
+    monkeypatch.setenv("ABACO_BUSINESS_TIMEZONE", "Mars/Olympus")
+    result = export(cli, "dpd", "--as-of", "2025-06-30")
+    assert result.exit_code == 2 and "not an IANA time zone" in one_error_line(result.stderr)
+
+
+# ------------------------------------------------------------------------ 5. symbolic links
+
+
+def test_a_linked_dataset_folder_is_never_written_through(
+    cli: CliRunner, db_conninfo: str, runtime_dir: Path, tmp_path: Path
+) -> None:
+    add_loans(db_conninfo)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (exports(runtime_dir)).mkdir(parents=True)
+    (exports(runtime_dir) / "dpd").symlink_to(elsewhere, target_is_directory=True)
+
+    result = export(cli, "dpd", "--as-of", NEWEST)
+    assert result.exit_code == 1
+    assert "is a symbolic link: abaco never follows one" in one_error_line(result.stderr)
+    assert list(elsewhere.iterdir()) == []
+    health = invoke(cli, "healthcheck", "--check", "runtime,freshness")
+    assert health.exit_code == 2
+    assert "exports/dpd is a symbolic link" in health.stdout
+    assert "dpd never exported successfully" in health.stdout
+    pruned = invoke(cli, "prune", "--retention", "1d", "--json")
+    assert pruned.exit_code == 0 and json.loads(pruned.stdout)["removed"] == []
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_linked_lock_file_is_refused_and_its_target_kept(
+    cli: CliRunner, db_conninfo: str, runtime_dir: Path, tmp_path: Path
+) -> None:
+    add_loans(db_conninfo)
+    target = tmp_path / "precious.conf"
+    target.write_text("do not truncate me\n", encoding="utf-8")
+    (runtime_dir / "locks").mkdir(parents=True)
+    (runtime_dir / "locks" / "dpd.lock").symlink_to(target)
+
+    result = export(cli, "dpd", "--as-of", NEWEST)
+    assert result.exit_code == 1
+    assert "dpd.lock is a symbolic link" in one_error_line(result.stderr)
+    assert target.read_text(encoding="utf-8") == "do not truncate me\n"
+
+
+def test_a_runtime_dir_that_is_itself_a_link_is_fine(
+    cli: CliRunner, db_conninfo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_loans(db_conninfo)
+    real = tmp_path / "real_runtime"
+    real.mkdir()
+    link = tmp_path / "runtime_link"
+    link.symlink_to(real, target_is_directory=True)
+    monkeypatch.setenv("ABACO_RUNTIME_DIR", str(link))
+    assert export(cli, "dpd", "--as-of", NEWEST).exit_code == 0
+    assert (real / "exports" / "dpd" / "latest.json").is_file()
+    assert invoke(cli, "audit", "verify").exit_code == 0
+
+
+# ------------------------------------------------------------- one error line, every command
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["export", "dpd", "--bogus"], "No such option: --bogus"),
+        (["export", "nothing"], "No such command 'nothing'"),
+        (["export", "dpd", "--as-of"], "Option '--as-of' requires an argument"),
+        (["prune", "--keep-last", "two"], "Invalid value for '--keep-last'"),
+        (["--log-format", "xml", "healthcheck"], "choose plain or json"),
+        (["export", "dpd", "--as-of", "30/06/2025"], "is not a date"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(
+    cli_env: dict[str, str], tmp_path: Path, args: list[str], expected: str
+) -> None:
+    done = run_abaco(args, cli_env, tmp_path)
+    assert done.returncode == 2, done.stderr
+    line = one_error_line(done.stderr)
+    assert expected in line
+    assert "Traceback" not in done.stderr and "Usage:" not in done.stderr
+
+
+def test_no_arguments_prints_the_help(cli_env: dict[str, str], tmp_path: Path) -> None:
+    done = run_abaco([], cli_env, tmp_path)
+    assert done.returncode == 2
+    assert "Usage:" in done.stderr + done.stdout and "export" in done.stderr + done.stdout
