@@ -17,8 +17,6 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from abaco_cli.db.classify import scrub
-from abaco_cli.db.connect import redacted_dsn, secrets_of
 from abaco_cli.redaction import MARK, SECRET_PARAMETERS, Redactor, redacted_settings
 from abaco_cli.settings import AuditSettings, Settings
 from tests.conftest import invoke
@@ -227,7 +225,6 @@ def test_from_settings_knows_both_dsns_secrets() -> None:
         "s%40t",
         "q",
     }
-    assert set(secrets_of(settings)) == {"2025", "k3y", "s@t", "s%40t", "q"}
     assert Redactor.from_settings(_settings(None)).secrets == ()
 
 
@@ -235,14 +232,6 @@ def test_from_settings_finds_the_password_of_an_unparseable_dsn() -> None:
     redactor = Redactor.from_settings(_settings("host=h password=hunter2 port"))
     assert "hunter2" in redactor.secrets
     assert redactor.text("got hunter2 back") == "got *** back"
-
-
-def test_compatibility_functions_delegate() -> None:
-    assert scrub(f"{PATH} 2025", ["2025"]) == f"{PATH} ***"
-    assert scrub("postgresql://u:x@h/db", []) == "postgresql://u:***@h/db"
-    settings = _settings("host=h sslpassword=abc password=2025 dbname=x")
-    assert redacted_dsn(settings) == "host=h sslpassword=*** password=*** dbname=x"
-    assert redacted_dsn(_settings(None)) is None
 
 
 def test_redacted_settings_redacts_both_dsns() -> None:

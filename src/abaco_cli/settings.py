@@ -449,10 +449,6 @@ class Settings(BaseSettings):
     def exports_dir(self) -> Path:
         return self.runtime_dir / "exports"
 
-    @property
-    def locks_dir(self) -> Path:
-        return self.runtime_dir / "locks"
-
     @classmethod
     def settings_customise_sources(
         cls,

@@ -28,10 +28,6 @@ class SignalGuard:
         self.pending: str | None = None
         self._deferring = 0
 
-    @property
-    def deferring(self) -> bool:
-        return self._deferring > 0
-
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if self._deferring:

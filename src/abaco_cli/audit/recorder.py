@@ -41,7 +41,6 @@ from abaco_cli.settings import Settings
 
 log = logging.getLogger("abaco.audit")
 RECORD_VERSION = 2
-EVENTS = ("START", "COMPLETE", "FAIL", "RECOVER", "RESTORE")
 END_EVENTS = ("COMPLETE", "FAIL")
 
 

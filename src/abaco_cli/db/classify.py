@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from functools import lru_cache
-
 import psycopg
 
 from abaco_cli.errors import AbacoError, SourceQueryError, SourceUnavailableError
@@ -28,35 +25,14 @@ class TransientSourceError(SourceUnavailableError):
     """A failure that a retry may cure (connection refused or reset, shutdown, serialization)."""
 
 
-@lru_cache(maxsize=32)
-def _redactor_of(secrets: frozenset[str]) -> Redactor:
-    return Redactor(secrets)
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """Compatibility: ``Redactor(secrets).text(text)``; use a :class:`Redactor` instead."""
-    return _redactor_of(frozenset(secrets)).text(text)
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
-def classify(
-    exc: psycopg.Error,
-    *,
-    during: str,
-    redactor: Redactor | None = None,
-    secrets: Iterable[str] | None = None,
-) -> AbacoError:
-    """Translate a psycopg error into abaco's hierarchy: transient, unavailable or query error.
-
-    The message goes through ``redactor`` (``Redactor.from_settings(settings)``); ``secrets``
-    is the older spelling, ``Redactor(secrets)``. With neither, embedded DSNs are still redacted.
-    """
-    if redactor is None:
-        redactor = _redactor_of(frozenset(secrets or ()))
+def classify(exc: psycopg.Error, *, during: str, redactor: Redactor) -> AbacoError:
+    """Translate a psycopg error into abaco's hierarchy: transient, unavailable or query error;
+    the message goes through ``redactor`` (``Redactor.from_settings(settings)``)."""
     sqlstate = getattr(exc, "sqlstate", None) or ""
     primary = exc.diag.message_primary if sqlstate else None
     message = redactor.text(primary or _first_line(exc))

@@ -54,14 +54,6 @@ def _conninfo(settings: Settings) -> str:
     return raw
 
 
-def secrets_of(settings: Settings) -> list[str]:
-    """Compatibility: every secret of the configuration, longest first.
-
-    Use ``Redactor.from_settings(settings)`` instead; this is its ``secrets``.
-    """
-    return list(Redactor.from_settings(settings).secrets)
-
-
 def source_identity(settings: Settings) -> SourceIdentity:
     """Host, port, database and user as libpq would resolve them (environment included)."""
     import os
@@ -81,13 +73,6 @@ def source_identity(settings: Settings) -> SourceIdentity:
         database=pick("dbname", "PGDATABASE", user),
         user=user,
     )
-
-
-def redacted_dsn(settings: Settings) -> str | None:
-    """The configured connection string with every secret parameter as *** (None: unset)."""
-    if settings.database_url is None:
-        return None
-    return Redactor.from_settings(settings).dsn(settings.database_url.get_secret_value())
 
 
 def connect(settings: Settings, *, read_only: bool = True) -> Connection:

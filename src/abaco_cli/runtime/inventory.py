@@ -39,10 +39,6 @@ class ExportedRun:
     problem: ManifestError | None = None  # why the manifest cannot be trusted
 
     @property
-    def usable(self) -> bool:
-        return self.manifest is not None
-
-    @property
     def successful(self) -> bool:
         return self.manifest is not None and not self.marked and self.manifest.successful
 
