@@ -307,3 +307,36 @@ def test_no_arguments_prints_the_help(cli_env: dict[str, str], tmp_path: Path) -
     done = run_abaco([], cli_env, tmp_path)
     assert done.returncode == 2
     assert "Usage:" in done.stderr + done.stdout and "export" in done.stderr + done.stdout
+
+
+# ------------------------------------------------------------- finding 8: one redaction
+
+
+def test_log_lines_and_json_results_pass_the_one_redactor(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import logging
+
+    from abaco_cli.cli import console
+    from abaco_cli.redaction import Redactor
+
+    console.setup_logging("json")
+    console.use_redactor(Redactor(["S3cret", "2025"]))
+    try:
+        logging.getLogger("abaco.test").warning(
+            "retrying postgresql://u:S3cret@db/x after %s for dpd/loans/as_of_date=2025-12-31",
+            "password=2025",
+        )
+        console.emit_json({"dsn": "host=h password=2025", "path": "as_of_date=2025-12-31"})
+    finally:
+        console.use_redactor(Redactor())
+        console.setup_logging("plain")
+    captured = capsys.readouterr()
+    line = json.loads(captured.err.strip().splitlines()[-1])["message"]
+    assert line == (
+        "retrying postgresql://u:***@db/x after password=*** for dpd/loans/as_of_date=2025-12-31"
+    )
+    assert json.loads(captured.out) == {
+        "dsn": "host=h password=***",
+        "path": "as_of_date=2025-12-31",
+    }

@@ -15,7 +15,7 @@ from typer.core import TyperGroup
 
 from abaco_cli import __version__
 from abaco_cli.cli import audit, config, console, db, demo, export, health, kpi, prune
-from abaco_cli.cli.common import AppState, current_redactor
+from abaco_cli.cli.common import AppState
 from abaco_cli.cli.console import setup_logging
 from abaco_cli.errors import AbacoError, ExitCode, InterruptedRun
 
@@ -58,7 +58,7 @@ def run_guarded(call: Callable[[], Any]) -> int:
     except Exception as exc:
         if console.debug_enabled():
             log.exception("unexpected error")
-        message = current_redactor().text(_one_line(str(exc)) or type(exc).__name__)
+        message = console.current_redactor().text(_one_line(str(exc)) or type(exc).__name__)
         console.error_line(
             f"unexpected {type(exc).__name__}: {message} (this is a bug in abaco; "
             "`abaco --debug ...` shows the traceback)"

@@ -9,12 +9,11 @@ from typing import Any
 
 import typer
 
+from abaco_cli.cli import console
 from abaco_cli.dates import check_as_of, default_as_of, parse_date
 from abaco_cli.redaction import Redactor
 from abaco_cli.services.run import Run
 from abaco_cli.settings import Settings, load_settings
-
-_current: list[Redactor] = []
 
 
 @dataclass
@@ -27,17 +26,12 @@ class AppState:
 
     def settings(self, **more: Any) -> Settings:
         loaded = load_settings(self.config_file, **{**self.overrides, **more})
-        _current[:] = [Redactor.from_settings(loaded)]
+        console.use_redactor(Redactor.from_settings(loaded))
         return loaded
 
     def run(self, command: str, settings: Settings | None = None) -> Run:
         """The Run of this command (made once; services receive it)."""
         return Run(settings if settings is not None else self.settings(), command)
-
-
-def current_redactor() -> Redactor:
-    """The redactor of the settings loaded last (for errors nobody expected)."""
-    return _current[0] if _current else Redactor()
 
 
 def state(ctx: typer.Context) -> AppState:

@@ -23,11 +23,32 @@ from rich.progress import (
 from rich.table import Table
 
 from abaco_cli.errors import AbacoError
+from abaco_cli.redaction import Redactor
 
 stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger("abaco")
 _debug = False
+_redactor = Redactor()  # replaced by the configuration's once settings are loaded
+
+
+def use_redactor(redactor: Redactor) -> None:
+    """Redact the secrets of this configuration from every log line and JSON result."""
+    global _redactor
+    _redactor = redactor
+
+
+def current_redactor() -> Redactor:
+    return _redactor
+
+
+class _RedactingFilter(logging.Filter):
+    """Log lines pass the one Redactor before any handler formats them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = _redactor.text(record.getMessage())
+        record.args = ()
+        return True
 
 
 def debug_enabled() -> bool:
@@ -64,6 +85,7 @@ def setup_logging(log_format: str, *, debug: bool = False) -> None:
                 "%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S%z"
             )
         )
+    handler.addFilter(_RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
@@ -83,7 +105,8 @@ def error_line(message: str) -> None:
 
 def emit_json(payload: Any) -> None:
     """The machine-readable result: only this goes to stdout under --json."""
-    sys.stdout.write(json.dumps(payload, indent=2, allow_nan=False, default=str) + "\n")
+    safe = _redactor.value(json.loads(json.dumps(payload, allow_nan=False, default=str)))
+    sys.stdout.write(json.dumps(safe, indent=2, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 

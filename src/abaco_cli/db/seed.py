@@ -470,3 +470,31 @@ def seed_portfolio(
         rate_cards=len(cards),
         through=through,
     )
+
+
+def analyze(conn: psycopg.Connection[Any], tables: SourceTables) -> None:
+    """Fresh statistics for the five source tables (as autovacuum would make, but now), so
+    that the first export after a seed gets a good plan."""
+    for role in tables.roles():
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(*tables.split(role))))
+
+
+@dataclass(frozen=True)
+class DatabaseFacts:
+    """What `db seed --replace` asks before it empties anything."""
+
+    name: str  # current_database()
+    comment: str  # COMMENT ON DATABASE (a LocalCluster marks its own)
+    local_socket: bool  # reached over a unix socket (a LocalCluster listens on no TCP address)
+
+
+def database_facts(conn: psycopg.Connection[Any]) -> DatabaseFacts | None:
+    row = conn.execute(
+        "SELECT current_database(), shobj_description(oid, 'pg_database'),"
+        " inet_server_addr() IS NULL"
+        " FROM pg_database WHERE datname = current_database()"
+    ).fetchone()
+    conn.rollback()
+    if row is None:
+        return None
+    return DatabaseFacts(str(row[0]), str(row[1] or ""), bool(row[2]))

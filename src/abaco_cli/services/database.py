@@ -8,13 +8,12 @@ from datetime import date
 from typing import TypeVar
 
 import psycopg
-from psycopg import sql
 
 from abaco_cli.audit.sink import init_audit_table
 from abaco_cli.db.classify import classify
 from abaco_cli.db.connect import Connection, connect, source_identity, with_retries
 from abaco_cli.db.contract import ContractProblem, check_contract, init_contract
-from abaco_cli.db.seed import SeedProgress, SeedResult, seed_portfolio
+from abaco_cli.db.seed import SeedProgress, SeedResult, analyze, database_facts, seed_portfolio
 from abaco_cli.errors import ContractError, UsageError
 from abaco_cli.pgcluster import DEMO_DATABASE_COMMENT
 from abaco_cli.redaction import Redactor
@@ -140,9 +139,7 @@ def seed_database(
             replace=replace,
             progress=progress,
         )
-        # Fresh statistics, so that the first export after a seed gets a good plan.
-        for role in settings.tables.roles():
-            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(*settings.tables.split(role))))
+        analyze(conn, settings.tables)
         conn.commit()
         return result
 
@@ -170,16 +167,11 @@ def check_may_empty(conn: Connection, destroy: str | None) -> None:
     """``db seed --replace`` empties the source tables: allowed in a demo's own database (the
     one a LocalCluster made: its comment, reached over a unix socket, as a LocalCluster server
     listens on no TCP address), or when --yes-destroy-data names the database connected to."""
-    row = conn.execute(
-        "SELECT current_database(), shobj_description(oid, 'pg_database'),"
-        " inet_server_addr() IS NULL"
-        " FROM pg_database WHERE datname = current_database()"
-    ).fetchone()
-    conn.rollback()
-    if row is None:
+    facts = database_facts(conn)
+    if facts is None:
         raise UsageError("--replace: could not tell which database this is; nothing was emptied")
-    name, comment, local = str(row[0]), str(row[1] or ""), bool(row[2])
-    if (comment == DEMO_DATABASE_COMMENT and local) or destroy == name:
+    name = facts.name
+    if (facts.comment == DEMO_DATABASE_COMMENT and facts.local_socket) or destroy == name:
         return
     given = f" (--yes-destroy-data names {destroy!r})" if destroy else ""
     raise UsageError(

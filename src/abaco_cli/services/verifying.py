@@ -321,7 +321,8 @@ def verify_audit(
                 "log_continues",
                 str(log_file.path),
                 f"the log starts at seq {trail.first_seq}: the records before it were archived "
-                "(or removed: only `audit verify --against-sink` can tell)",
+                "(or removed from the start: that looks the same, also to --against-sink; the "
+                "sink keeps every record it received)",
             )
         )
     tree = RuntimeTree.at(settings.runtime_dir)
@@ -404,8 +405,9 @@ def compare_with_sink(settings: Settings, trail: Trail, result: VerifyResult) ->
     for row in rows:
         remote.setdefault((row.host, row.seq), []).append(row)
     result.sink_rows = sum(1 for row in rows if row.seq >= first)
-    if first > 1 and trail.records:
-        _check_continuation(trail.records[0], first, remote, result)
+    if first > 1:
+        earliest = min(local.items(), key=lambda item: item[0][1])[1]
+        _check_continuation(earliest, first, remote, result)
     for (host, seq), record in sorted(local.items(), key=lambda item: (item[0][1], item[0][0])):
         found = remote.get((host, seq))
         label = f"record seq {seq} (run {record.get('run_id')}, {record.get('event')})"
