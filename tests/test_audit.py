@@ -146,14 +146,14 @@ def test_ctrl_c_records_fail_130(
     def interrupt(*args: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(staging, "_stage_table", interrupt)
-    result = invoke(cli, "export", "dpd", "--as-of", "2025-06-30")
+    with monkeypatch.context() as patched:
+        patched.setattr(staging, "_stage_table", interrupt)
+        result = invoke(cli, "export", "dpd", "--as-of", "2025-06-30")
     assert result.exit_code == 130
     fail = read_records(runtime_dir)[-1]
     assert fail["event"] == "FAIL"
     assert fail["exit_code"] == 130
     assert fail["error"]["type"] == "KeyboardInterrupt"
-    monkeypatch.undo()
     assert invoke(cli, "audit", "verify").exit_code == 0
 
 

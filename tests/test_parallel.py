@@ -130,7 +130,9 @@ def test_a_failing_query_cancels_the_others_and_stages_nothing(
         conn.execute("DROP TABLE commercial.rate_card")  # pricing/adherence fails
     parallel = settings.model_copy(update={"parallel_queries": 4})
     with pytest.raises(Exception, match="rate_card"):
-        export_datasets(Run(parallel, "export all"), DATASETS, [date(2025, 6, 30)], ["parquet", "csv"])
+        export_datasets(
+            Run(parallel, "export all"), DATASETS, [date(2025, 6, 30)], ["parquet", "csv"]
+        )
     exports = runtime_dir / "exports"
     assert not [p for p in exports.rglob("*") if p.is_file() and "_audit" not in str(p)]
     assert not list(exports.rglob(f"as_of_date={DAY}"))  # no empty partition folder either

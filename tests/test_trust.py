@@ -340,3 +340,88 @@ def test_log_lines_and_json_results_pass_the_one_redactor(
         "dsn": "host=h password=***",
         "path": "as_of_date=2025-12-31",
     }
+
+
+# ------------------------------------------- journals and pointers are untrusted input too
+
+
+def test_a_forged_journal_touches_nothing_and_is_reported(
+    cli: CliRunner, db_conninfo: str, runtime_dir: Path, tmp_path: Path
+) -> None:
+    add_loans(db_conninfo)
+    assert export(cli, "dpd", "--as-of", NEWEST).exit_code == 0
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not abaco's", encoding="utf-8")
+    manifest = json.loads(manifest_path(runtime_dir, "dpd", NEWEST).read_text())
+    forged = {
+        "journal_version": 1,
+        "run_id": "20251231T000000Z-abcdef",
+        "as_of_date": NEWEST,
+        "parts": [
+            {
+                "dataset": "dpd",
+                "moves": [],
+                "obsolete": [f"dpd/../../../{victim.name}", "dpd/latest.json"],
+                "manifest": {**manifest, "run_id": "20251231T000000Z-abcdef"},
+            }
+        ],
+    }
+    journal = runtime_dir / "journal"
+    journal.mkdir(exist_ok=True)
+    (journal / f"20251231T000000Z-abcdef_{NEWEST}.publish.json").write_text(json.dumps(forged))
+    before = tree_snapshot(exports(runtime_dir))
+
+    code, report = verify(cli)
+    assert code == 1 and kinds(report) == ["bad_journal"]
+    assert export(cli, "dpd", "--as-of", NEWEST).exit_code == 0  # recovery leaves it alone
+    assert victim.read_text(encoding="utf-8") == "not abaco's"
+    assert (exports(runtime_dir) / "dpd" / "latest.json").is_file()
+    assert tree_snapshot(exports(runtime_dir)).keys() == before.keys()
+
+
+def test_a_pointer_naming_anything_is_rewritten_from_the_manifests(
+    cli: CliRunner, db_conninfo: str, runtime_dir: Path
+) -> None:
+    add_loans(db_conninfo)
+    assert export(cli, "dpd", "--as-of", NEWEST).exit_code == 0
+    pointer = exports(runtime_dir) / "dpd" / "latest.json"
+    pointer.write_text(
+        json.dumps({"as_of_date": "9999-12-31", "manifest": "../../audit/audit.jsonl"})
+    )
+    code, report = verify(cli)
+    assert code == 1 and kinds(report) == ["dangling_latest"]
+    assert invoke(cli, "prune", "--retention", "9999w").exit_code == 0  # takes the lock
+    assert json.loads(pointer.read_text())["as_of_date"] == NEWEST
+    assert verify(cli)[0] == 0
+
+
+def test_a_publish_that_cannot_be_completed_is_one_line_until_its_journal_goes(
+    cli: CliRunner, db_conninfo: str, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A temporary file the journal needs was deleted by hand: the next run says so, changes
+    nothing, and the runbook's way out (remove the journal) lets exports go on."""
+    from abaco_cli.runtime import files
+
+    add_loans(db_conninfo)
+    real_replace = files.replace
+    calls = {"n": 0}
+
+    def crash_second(*args: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        real_replace(*args)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(files, "replace", crash_second)
+        crashed = export(cli, "dpd", "--as-of", NEWEST)
+    assert crashed.exit_code == 130, crashed.stderr
+    for temp in exports(runtime_dir).rglob(".*.tmp"):
+        temp.unlink()  # someone "cleans up"
+    result = export(cli, "dpd", "--as-of", NEWEST)
+    assert result.exit_code == 1
+    assert "an interrupted publish of dpd cannot be completed" in one_error_line(result.stderr)
+    for journal in (runtime_dir / "journal").iterdir():
+        journal.unlink()
+    assert export(cli, "dpd", "--as-of", NEWEST).exit_code == 0
+    assert verify(cli)[0] == 0

@@ -8,8 +8,8 @@ file (``audit.jsonl.head``: the seq and hash of the last record), written after 
 
 Archiving: move ``audit.jsonl`` away and keep the head; the next append continues the chain
 from the head (seq N+1, prev_hash of record N), so the new log starts where the archived one
-ended and a sink that holds both stays one chain. Locally, records removed from the start of a
-log look like such an archive: only the PostgreSQL sink tells them apart.
+ended and a sink that holds both stays one chain. Records removed from the start of a log look
+like such an archive, locally and against the sink alike (the sink still holds them).
 
 Appends hold an exclusive flock on the log itself, so records of concurrent processes never
 interleave and never fork the chain; readers hold a shared one and see whole records only.

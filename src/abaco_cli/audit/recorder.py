@@ -157,7 +157,7 @@ class AuditRecorder:
             message = self.redactor.text(" ".join(str(exc).split()) or type(exc).__name__)
             log.warning(
                 "the audit copy in PostgreSQL (%s) failed; the local audit log %s has the "
-                "record, which `audit verify --against-sink` will report as missing_in_sink: %s",
+                "record, and `audit verify --against-sink` will report it: %s",
                 self.settings.audit.table,
                 self.log.path,
                 message,

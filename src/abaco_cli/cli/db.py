@@ -61,6 +61,12 @@ def init_command(
     if audit:
         state_text = "created" if result.audit_created else "already there"
         console.info(f"audit table {result.audit_table} on {result.audit_database}: {state_text}")
+    if audit and audit_writer is None:
+        console.log.warning(
+            "the audit table is owned by the role that ran this; if abaco also writes with that "
+            "role, it can delete rows and disable the triggers: create it as an owner role with "
+            "--audit-writer ROLE (docs/audit.md)"
+        )
 
 
 @app.command("seed")

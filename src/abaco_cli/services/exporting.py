@@ -11,6 +11,7 @@ dataset of it succeeded, and once its journal exists all of it is.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -297,8 +298,17 @@ def publish_date(run: Run, staged: list[DatasetRun], as_of: date) -> list[Export
         raise WriteError(f"could not publish as of {as_of}: {exc}") from None
     names = ", ".join(sorted(p.dataset for p in record.parts))
     try:
+        journal.write(tree, record)  # the commit point: before it nothing is published
+    except OSError as exc:
+        with contextlib.suppress(OSError, AbacoError):  # renamed but not synced: not committed
+            files.remove(tree, tree.journal_path(run.run_id, as_of), Place.JOURNAL)
+        for item in staged:
+            discard(tree, item.staged)
+        raise WriteError(
+            f"could not publish {names} as of {as_of}: {exc}; nothing of it was published"
+        ) from None
+    try:
         with run.publishing(record, f"{names} as of {as_of}"):
-            journal.write(tree, record)
             run.checkpoint("wrote the journal")
             for part in record.parts:
                 journal.apply_moves(tree, part, run.checkpoint)

@@ -19,7 +19,7 @@ from typing import Any
 
 from abaco_cli import metrics
 from abaco_cli.audit.recorder import AuditedRun, AuditRecorder, exit_code_of
-from abaco_cli.errors import AbacoError, InterruptedRun
+from abaco_cli.errors import AbacoError, InterruptedRun, UnsafePathError, WriteError
 from abaco_cli.redaction import Redactor
 from abaco_cli.runtime import files, journal
 from abaco_cli.runtime.inventory import refresh_latest
@@ -195,7 +195,14 @@ class Run:
         """Under the dataset's lock: finish interrupted publishes (audited as RECOVER), point
         latest.json at the newest run, remove temporary files of crashed runs."""
         with self.signals.deferred():
-            finished = journal.recover(self.tree, dataset, self.checkpoint)
+            try:
+                finished = journal.recover(self.tree, dataset, self.checkpoint)
+            except (OSError, journal.JournalError, UnsafePathError) as exc:
+                raise WriteError(
+                    f"an interrupted publish of {dataset} cannot be completed: {exc}",
+                    hint="Nothing else was changed; see runbooks/export-failed.md "
+                    '("an interrupted publish that cannot be completed").',
+                ) from None
             for record in finished:
                 self._record_recovery(record, dataset)
             refresh_latest(self.tree, dataset, self.run_id)
