@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from typer.testing import CliRunner
 
@@ -243,7 +244,7 @@ def test_a_linked_dataset_folder_is_never_written_through(
     assert list(elsewhere.iterdir()) == []
     health = invoke(cli, "healthcheck", "--check", "runtime,freshness")
     assert health.exit_code == 2
-    assert "exports/dpd is a symbolic link" in health.stdout
+    assert "symbolic link(s) in the runtime tree: exports/dpd:" in health.stdout
     assert "dpd never exported successfully" in health.stdout
     pruned = invoke(cli, "prune", "--retention", "1d", "--json")
     assert pruned.exit_code == 0 and json.loads(pruned.stdout)["removed"] == []
@@ -425,3 +426,64 @@ def test_a_publish_that_cannot_be_completed_is_one_line_until_its_journal_goes(
         journal.unlink()
     assert export(cli, "dpd", "--as-of", NEWEST).exit_code == 0
     assert verify(cli)[0] == 0
+
+
+def test_recovery_never_publishes_a_stale_file_under_a_new_manifest(
+    cli: CliRunner, db_conninfo: str, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-export killed after its journal, whose temporary files someone then deleted: the
+    old files are still in place but are not the ones the new manifest names, so recovery
+    refuses (one line), instead of publishing a manifest that the files contradict."""
+    from abaco_cli.runtime import files
+
+    add_loans(db_conninfo)
+    assert export(cli, "dpd", "--as-of", NEWEST).exit_code == 0
+    with psycopg.connect(db_conninfo) as conn:  # new data: the re-export's files differ
+        conn.execute(
+            "INSERT INTO core_banking.loans (loan_id, customer_id, disbursement_date, principal)"
+            " VALUES ('L-NEW', 'C1', '2025-06-01', 55.55)"
+        )
+    real_replace = files.replace
+    calls = {"n": 0}
+
+    def crash_second(*args: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the journal was written (1st): die before any rename
+            raise KeyboardInterrupt
+        real_replace(*args)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(files, "replace", crash_second)
+        assert export(cli, "dpd", "--as-of", NEWEST).exit_code == 130
+    for temp in exports(runtime_dir).rglob(".*.tmp"):
+        temp.unlink()
+    result = export(cli, "dpd", "--as-of", NEWEST)
+    assert result.exit_code == 1
+    line = one_error_line(result.stderr)
+    assert "is not the file the new manifest names" in line
+    assert verify(cli)[0] == 0  # the previous run is still whole: nothing was published
+
+
+def test_links_anywhere_in_the_tree_are_reported_by_the_health_check_and_prune(
+    cli: CliRunner, db_conninfo: str, runtime_dir: Path, tmp_path: Path
+) -> None:
+    add_loans(db_conninfo)
+    assert export(cli, "dpd", "--as-of", NEWEST).exit_code == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (exports(runtime_dir) / "pricing").symlink_to(elsewhere, target_is_directory=True)
+    (runtime_dir / "locks" / "kpi.lock").symlink_to(tmp_path / "precious")
+    health = invoke(cli, "healthcheck", "--check", "runtime")
+    assert health.exit_code == 2
+    assert "exports/pricing, locks/kpi.lock" in health.stdout
+    pruned = json.loads(invoke(cli, "prune", "--retention", "9999w", "--json").stdout)
+    assert {"path": "pricing", "reason": "symbolic link: never followed", "bytes": 0} in pruned[
+        "unknown"
+    ]
+    real = tmp_path / "real_runtime"
+    (tmp_path / "runtime_b").mkdir()
+    real.mkdir()
+    (tmp_path / "runtime_b" / "exports").symlink_to(real, target_is_directory=True)
+    linked_root = invoke(cli, "--runtime-dir", str(tmp_path / "runtime_b"), "healthcheck",
+                         "--check", "runtime")  # fmt: skip
+    assert linked_root.exit_code == 2 and "runtime tree: exports:" in linked_root.stdout

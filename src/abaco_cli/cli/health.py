@@ -24,7 +24,8 @@ def healthcheck_command(
         ),
     ] = None,
 ) -> None:
-    """Check configuration, database, contract, freshness, runtime tree, disk, audit, locks.
+    """Check configuration, database, contract, freshness, runtime tree, disk, audit trail,
+    audit sink and locks.
 
     A terminal gets a table, --json a report, anything else one line such as
     `ABACO OK - ...`. Exit code: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.

@@ -82,11 +82,18 @@ def dataset_dirs(tree: RuntimeTree) -> list[Path]:
     return [p for p in entries if NAME.match(p.name) and p.is_dir() and not p.is_symlink()]
 
 
-def linked_dataset_dirs(tree: RuntimeTree) -> list[str]:
-    """Dataset folders under exports/ that are symbolic links: abaco never goes through them."""
-    if not files.real_folder(tree, tree.exports):
-        return []
-    return sorted(p.name for p in tree.exports.iterdir() if p.is_symlink())
+def linked_folders(tree: RuntimeTree) -> list[str]:
+    """Places of the tree that are symbolic links, which abaco never goes through: exports/,
+    locks/, journal/ themselves, a dataset folder, a lock file (relative to the root)."""
+    found = [name for name in ("exports", "locks", "journal") if (tree.root / name).is_symlink()]
+    for folder in (tree.exports, tree.locks):
+        if files.real_folder(tree, folder):
+            found += [
+                p.relative_to(tree.root).as_posix()
+                for p in sorted(folder.iterdir())
+                if p.is_symlink()
+            ]
+    return found
 
 
 def read_run(tree: RuntimeTree, dataset: str, path: Path, *, marked: bool) -> ExportedRun:

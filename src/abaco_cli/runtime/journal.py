@@ -152,14 +152,23 @@ def write(tree: RuntimeTree, record: PublishRecord) -> Path:
     return path
 
 
-def apply_moves(tree: RuntimeTree, part: DatasetPart, checkpoint: Checkpoint) -> None:
-    """Rename the part's temporary files into place (a move already done is skipped)."""
+def apply_moves(
+    tree: RuntimeTree, part: DatasetPart, checkpoint: Checkpoint, *, recovering: bool = False
+) -> None:
+    """Rename the part's temporary files into place. When ``recovering``, a move whose
+    temporary file is gone counts as done only if the target is the file the new manifest
+    names (size and sha256): a stale target is never published under a new manifest."""
+    expected = {f.path: (f.bytes, f.sha256) for f in part.manifest.files}
     for move in part.moves:
         temp, target = tree.exports / move.temp, tree.exports / move.target
         if _is_file(temp):
             files.replace(tree, temp, Place.TEMP, target, Place.DATA)
         elif not _is_file(target):
             raise JournalError(f"neither {move.temp} nor {move.target} exists")
+        elif recovering and files.sha256_of(tree, target, Place.DATA) != expected.get(move.target):
+            raise JournalError(
+                f"{move.temp} is gone and {move.target} is not the file the new manifest names"
+            )
         checkpoint(f"renamed {move.target}")
 
 
@@ -244,7 +253,7 @@ def recover(tree: RuntimeTree, dataset: str, checkpoint: Checkpoint) -> list[Pub
             continue
         part = record.part(dataset)
         assert part is not None
-        apply_moves(tree, part, checkpoint)
+        apply_moves(tree, part, checkpoint, recovering=True)
         apply_rest(tree, record, part, checkpoint)
         files.write_atomic(
             tree, _done_path(item.path, dataset), Place.JOURNAL, b"done\n", record.run_id

@@ -30,11 +30,17 @@ from abaco_cli.db.snapshot import ping
 from abaco_cli.errors import AbacoError
 from abaco_cli.redaction import Redactor
 from abaco_cli.runtime import journal
-from abaco_cli.runtime.inventory import dataset_dirs, exported_runs, linked_dataset_dirs
+from abaco_cli.runtime.inventory import dataset_dirs, exported_runs, linked_folders
 from abaco_cli.runtime.lock import probe_locks
 from abaco_cli.runtime.tree import RuntimeTree
 from abaco_cli.services.run import iso, utc_now
-from abaco_cli.services.verifying import VerifyResult, check_dataset, compare_with_sink, read_trail
+from abaco_cli.services.verifying import (
+    VerifyResult,
+    check_dataset,
+    compare_with_sink,
+    pending_publishes,
+    read_trail,
+)
 from abaco_cli.settings import Settings
 
 CHECKS = ("config", "db", "contract", "freshness", "runtime", "disk", "audit", "sink", "locks")
@@ -294,14 +300,15 @@ def _runtime(ctx: _Context) -> Check:
         if item.record is not None
         for dataset in item.waiting
     ]
-    linked = linked_dataset_dirs(ctx.tree)
+    linked = linked_folders(ctx.tree)
     if linked:
         return Check(
             "runtime",
             State.CRITICAL,
-            f"exports/{', exports/'.join(linked)} is a symbolic link: abaco never writes, reads "
-            "or prunes through one; make it a real folder (runbooks/disk-filling.md)",
-            {"linked_folders": linked},
+            f"symbolic link(s) in the runtime tree: {', '.join(linked)}: abaco never writes, "
+            "reads or prunes through one, so exports there fail; make each a real folder or "
+            "file (runbooks/disk-filling.md)",
+            {"linked": linked},
         )
     if waiting:
         return Check(
@@ -355,19 +362,15 @@ def _audit(ctx: _Context) -> Check:
     """The chain, and every live manifest tied to a record of its run (no file hashing)."""
     trail, problems, records = read_trail(ctx.settings)
     chain_broken = bool(problems)
-    waiting = {
-        (dataset, item.record.as_of)
-        for item in journal.pending(ctx.tree)
-        if item.record is not None
-        for dataset in item.waiting
-    }
+    waiting, journal_problems = pending_publishes(ctx.tree)
+    problems += journal_problems
     newest_day = last_complete_day(ctx.settings)
     for folder in dataset_dirs(ctx.tree):
         outcome = check_dataset(ctx.tree, folder.name, trail, waiting, newest_day, hash_files=False)
         problems += outcome.problems
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        what = "chain broken" if chain_broken else "a run without its audit record"
+        what = "chain broken" if chain_broken else problems[0].kind
         return Check(
             "audit",
             State.CRITICAL,

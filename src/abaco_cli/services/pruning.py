@@ -37,6 +37,7 @@ from abaco_cli.runtime.inventory import (
     ExportedRun,
     dataset_dirs,
     exported_runs,
+    linked_folders,
     read_pointer,
     refresh_latest,
 )
@@ -406,6 +407,11 @@ def prune(
             UnknownFile("exports", "symbolic link: never followed, nothing under it pruned", 0)
         )
         return result
+    result.unknown += [
+        UnknownFile(path.removeprefix("exports/"), "symbolic link: never followed", 0)
+        for path in linked_folders(tree)
+        if path.startswith("exports/") and (dataset is None or path == f"exports/{dataset}")
+    ]
     if dry_run:
         for folder in folders:
             _prune_dataset(

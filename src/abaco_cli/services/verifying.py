@@ -114,7 +114,7 @@ def _published(records: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict
     return recorded
 
 
-def _pending_publishes(tree: RuntimeTree) -> tuple[set[tuple[str, date]], list[Finding]]:
+def pending_publishes(tree: RuntimeTree) -> tuple[set[tuple[str, date]], list[Finding]]:
     """(dataset, date) pairs an interrupted publish is still to finish, and untrusted journals."""
     waiting: set[tuple[str, date]] = set()
     problems: list[Finding] = []
@@ -283,6 +283,17 @@ def check_dataset(
                     "(exported with --allow-future); it is the dataset's newest until removed",
                 )
             )
+    seen = {r.as_of for r in exported_runs(tree, dataset)}
+    for waiting_dataset, day in sorted(waiting):
+        if waiting_dataset == dataset and day not in seen:
+            result.notes.append(
+                Finding(
+                    "publish_interrupted",
+                    f"{dataset} as of {day}",
+                    f"the publish of {dataset} as of {day} was interrupted; the next run of "
+                    f"{dataset} (any export or prune of it) completes it",
+                )
+            )
     pointer_path = tree.latest_path(dataset)
     if files.exists(pointer_path):
         pointer = read_pointer(tree, dataset)
@@ -331,7 +342,7 @@ def verify_audit(
         dataset = folder.name
         if progress is not None:
             progress(f"checking {dataset}")
-        waiting, _ = _pending_publishes(tree)
+        waiting, _ = pending_publishes(tree)
         outcome = check_dataset(tree, dataset, trail, waiting, newest_day)
         if outcome.problems:
             try:
@@ -341,7 +352,7 @@ def verify_audit(
                     command="audit verify",
                     timeout_seconds=settings.lock_timeout_seconds,
                 ):
-                    waiting, _ = _pending_publishes(tree)
+                    waiting, _ = pending_publishes(tree)
                     outcome = check_dataset(tree, dataset, trail, waiting, newest_day)
             except (LockedError, UnsafePathError, OSError):
                 pass  # report what the unlocked pass found
@@ -349,7 +360,7 @@ def verify_audit(
         result.files_checked += outcome.files
         result.problems += outcome.problems
         result.notes += outcome.notes
-    result.problems += _pending_publishes(tree)[1]
+    result.problems += pending_publishes(tree)[1]
     if against_sink:
         compare_with_sink(settings, trail, result)
     return result
@@ -485,7 +496,7 @@ def _check_older_runs(settings: Settings, trail: Trail, result: VerifyResult) ->
     against the sink, which holds the archived records too, its run must have a record there
     (from any host: a new VM's tree may come from an old one) naming the same files."""
     tree = RuntimeTree.at(settings.runtime_dir)
-    waiting, _ = _pending_publishes(tree)
+    waiting, _ = pending_publishes(tree)
     older: list[tuple[str, ExportedRun]] = []
     for folder in dataset_dirs(tree):
         for run in exported_runs(tree, folder.name):
