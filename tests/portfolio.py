@@ -409,3 +409,54 @@ def june_book(conninfo: str) -> None:
             principal="50000.00",
             schedule=[Due(date(2025, 8, 4), "50000.00", interest="900.00")],
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Credit-risk loans beside the June 2025 book (definitions version 2): customers C10, C11, C12
+# (test_analytics.py's extra loans use C7, C8, C9).
+#
+# loan cust disbursed   principal schedule (due: principal)   payments (principal + interest)
+# L17  C10  2024-07-01  2,000     2024-07-31: 2,000          2025-02-16: 2,000 + 60 (200 days
+#                                                            late: written off on 2025-01-28,
+#                                                            day 181; the payment is a recovery)
+# L18  C11  2025-05-01  1,500     05-31: 1,500               05-31: 1,499.99 + 30 (0.01 left:
+#                                                            settled, not active)
+# L19  C12  2024-08-01  4,000     2024-08-31: 4,000          2024-09-15: 1,000 + 20;
+#                                 written_off_date            2025-03-10: 500 + 40 (a recovery)
+#                                 2024-12-15
+# Day counts: 2024-07-31 + 90 = 2024-10-29 and + 181 = 2025-01-28; 2024-08-31 + 90 = 2024-11-29
+# and + 181 = 2025-02-28 (later than its written_off_date); 2024-07-31 to 2025-02-16 is 200 days.
+# ---------------------------------------------------------------------------------------------
+
+
+def credit_risk_loans(conninfo: str) -> None:
+    """Insert L17, L18 and L19 (see the table above)."""
+    with Portfolio(conninfo) as book:
+        book.loan(
+            "L17",
+            customer_id="C10",
+            disbursed=date(2024, 7, 1),
+            principal="2000.00",
+            schedule=[Due(date(2024, 7, 31), "2000.00", interest="60.00")],
+            payments=[Pay(date(2025, 2, 16), "2000.00", interest="60.00")],
+        )
+        book.loan(
+            "L18",
+            customer_id="C11",
+            disbursed=date(2025, 5, 1),
+            principal="1500.00",
+            schedule=[Due(date(2025, 5, 31), "1500.00", interest="30.00")],
+            payments=[Pay(date(2025, 5, 31), "1499.99", interest="30.00")],
+        )
+        book.loan(
+            "L19",
+            customer_id="C12",
+            disbursed=date(2024, 8, 1),
+            principal="4000.00",
+            written_off_date=date(2024, 12, 15),
+            schedule=[Due(date(2024, 8, 31), "4000.00", interest="120.00")],
+            payments=[
+                Pay(date(2024, 9, 15), "1000.00", interest="20.00"),
+                Pay(date(2025, 3, 10), "500.00", interest="40.00"),
+            ],
+        )

@@ -6,7 +6,8 @@ values with numbers computed by hand in the comments. Nothing here calls the cod
 to compute an expectation.
 
 Unless a test says otherwise the as-of date is D = 2024-06-30 and the default policy applies:
-tolerance 0.01, write_off_after_days 180, default_threshold_days 180, the seven default buckets.
+tolerance 0.01, write_off_after_days 180, default_threshold_days 90 (definitions version 2;
+version 1 used 180), the seven default buckets.
 Day counts back from D (June has 30 days, May 31, April 30, March 31, February 29 in 2024):
   D-1 = 06-29   D-10 = 06-20   D-30 = 05-31   D-31 = 05-30   D-45 = 05-16   D-60 = 05-01
   D-61 = 04-30  D-89 = 04-02   D-90 = 04-01   D-91 = 03-31   D-100 = 03-22  D-119 = 03-03
@@ -17,6 +18,7 @@ Day counts back from D (June has 30 days, May 31, April 30, March 31, February 2
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -136,8 +138,8 @@ def test_bucket_boundaries(
         assert row["is_written_off"] is False
         assert row["outstanding"] == dec("1000.00")
         assert row["written_off_balance"] == dec("0.00")
-        # default threshold 180: only dpd >= 180 is default
-        assert row["is_default"] is (days >= 180)
+        # default threshold 90: dpd >= 90 is default (dpd 90 is, dpd 61 is not)
+        assert row["is_default"] is (days >= 90)
 
 
 def test_installment_due_on_as_of_date_is_not_late(db_conninfo: str, settings: Settings) -> None:
@@ -489,7 +491,7 @@ def test_write_off_by_days(db_conninfo: str, settings: Settings) -> None:
     assert kept["is_written_off"] is False
     assert kept["outstanding"] == dec("750.00")
     assert kept["written_off_balance"] == dec("0.00")
-    assert kept["is_default"] is True  # 180 >= default threshold 180
+    assert kept["is_default"] is True  # 180 >= default threshold 90
 
 
 @pytest.mark.parametrize(
@@ -530,7 +532,7 @@ def test_write_off_by_date(
     else:
         assert row["outstanding"] == dec("500.00")
         assert row["written_off_balance"] == dec("0.00")
-        assert row["is_default"] is False  # dpd 10 < 180
+        assert row["is_default"] is False  # dpd 10 < 90
 
 
 # ---------------------------------------------------------------------------------------------
@@ -810,3 +812,225 @@ def test_single_bucket_policy(db_conninfo: str, settings: Settings) -> None:
     assert (row["dpd_bucket"], row["loans"], row["outstanding"]) == ("All", 2, dec("400.00"))
     assert row["past_due_amount"] == dec("300.00")
     assert row["share_of_outstanding"] == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Write-off once, frozen; recoveries; settled cents (definitions version 2)
+# ---------------------------------------------------------------------------------------------
+# Day counts used below: 2023-11-01 + 181 days = 2024-04-30 (29 days to 11-30, 60 to 12-31, 91
+# to 01-31, 120 to 02-29, 151 to 03-31, 181 to 04-30); 2023-12-01 + 181 = 2024-05-30 (30 to
+# 12-31, 61 to 01-31, 90 to 02-29, 121 to 03-31, 151 to 04-30, 181 to 05-30); 2024-01-01 + 181
+# = 2024-06-30 (D). A payment given as (date, amount) also carries interest 5.00 (portfolio.py).
+
+
+def v2_book(conninfo: str) -> None:
+    with Portfolio(conninfo) as book:
+        # LATE200: 1,000 due 2023-11-01, repaid in full 200 days late on 2024-05-19
+        # (29 + 31 + 31 + 29 + 31 + 30 + 19 = 200)
+        book.loan(
+            "LATE200",
+            disbursed=date(2023, 10, 1),
+            principal="1000.00",
+            schedule=[(date(2023, 11, 1), "1000.00")],
+            payments=[(date(2024, 5, 19), "1000.00")],
+        )
+        # WO_DAY: 200 paid 2024-01-15; 300 paid on 2024-04-30, the day it is written off
+        book.loan(
+            "WO_DAY",
+            disbursed=date(2023, 10, 1),
+            principal="1000.00",
+            schedule=[(date(2023, 11, 1), "1000.00")],
+            payments=[(date(2024, 1, 15), "200.00"), (date(2024, 4, 30), "300.00")],
+        )
+        # BYDATE: due 2024-03-31 (91 days late at D), written_off_date 2024-05-15; 100 paid
+        # 05-10 (before), 50 paid 06-10 (a recovery)
+        book.loan(
+            "BYDATE",
+            disbursed=date(2024, 1, 1),
+            principal="1000.00",
+            schedule=[(date(2024, 3, 31), "1000.00")],
+            written_off_date=date(2024, 5, 15),
+            payments=[(date(2024, 5, 10), "100.00"), (date(2024, 6, 10), "50.00")],
+        )
+        # LATEDATE: due 2023-11-01, nothing paid, written_off_date 2024-06-15 (after the day
+        # days past due exceeded 180, 2024-04-30: the earlier date wins)
+        book.loan(
+            "LATEDATE",
+            disbursed=date(2023, 10, 1),
+            principal="1000.00",
+            schedule=[(date(2023, 11, 1), "1000.00")],
+            written_off_date=date(2024, 6, 15),
+        )
+        # MULTI: 3 x 300 due 2023-11-01, 12-01, 2024-01-01; 300 paid 2023-11-01, 300 paid
+        # 2024-05-20: the second installment is paid before its day 181 (05-30), the third is
+        # unpaid 181 days after its due date on D itself
+        book.loan(
+            "MULTI",
+            disbursed=date(2023, 10, 1),
+            principal="900.00",
+            schedule=[
+                (date(2023, 11, 1), "300.00"),
+                (date(2023, 12, 1), "300.00"),
+                (date(2024, 1, 1), "300.00"),
+            ],
+            payments=[(date(2023, 11, 1), "300.00"), (date(2024, 5, 20), "300.00")],
+        )
+        # MULTI_LATE: the same, its second 300 paid on 2024-06-05 instead: written off on
+        # 2024-05-30, when the 12-01 installment is 181 days late
+        book.loan(
+            "MULTI_LATE",
+            disbursed=date(2023, 10, 1),
+            principal="900.00",
+            schedule=[
+                (date(2023, 11, 1), "300.00"),
+                (date(2023, 12, 1), "300.00"),
+                (date(2024, 1, 1), "300.00"),
+            ],
+            payments=[(date(2023, 11, 1), "300.00"), (date(2024, 6, 5), "300.00")],
+        )
+        # CENTS: 1,000 due 06-20, 999.99 paid that day: 0.01 left, settled
+        book.loan(
+            "CENTS",
+            disbursed=date(2024, 5, 1),
+            principal="1000.00",
+            schedule=[(date(2024, 6, 20), "1000.00")],
+            payments=[(date(2024, 6, 20), "999.99")],
+        )
+        # OPEN: 500 current (due after D), the only active loan besides none of the above
+        book.loan(
+            "OPEN", disbursed=date(2024, 6, 1), principal="500.00", schedule=[(FUTURE, "500.00")]
+        )
+
+
+# loan: (write_off_date, gross_write_off, recoveries, principal_recovered, principal_paid,
+#        outstanding, written_off_balance, days_past_due) at D = 2024-06-30
+V2_AT_D: dict[str, tuple[date | None, str, str, str, str, str, str, int]] = {
+    # written off 2024-04-30 (dpd 181, nothing paid by then): gross 1,000 - 0; the 200-days-late
+    # payment is a recovery: cash 1,000 + 5 interest, principal 1,000; nothing owed, dpd 0, and
+    # it stays written off (version 1 would have cured it)
+    "LATE200": (date(2024, 4, 30), "1000.00", "1005.00", "1000.00", "1000.00", "0.00", "0.00", 0),
+    # written off 2024-04-30; gross = 1,000 - 200 paid by 04-29 = 800; the payment of 04-30 is
+    # on the write-off date: a recovery of 300 + 5; written_off_balance 1,000 - 500 = 500;
+    # dpd 2024-06-30 - 2023-11-01 = 242 (181 to 04-30, + 30 + 31)
+    "WO_DAY": (date(2024, 4, 30), "800.00", "305.00", "300.00", "500.00", "0.00", "500.00", 242),
+    # written off 2024-05-15 by date; gross 1,000 - 100 = 900; recovery 50 + 5; dpd 91
+    "BYDATE": (date(2024, 5, 15), "900.00", "55.00", "50.00", "150.00", "0.00", "850.00", 91),
+    # the earlier of 2024-06-15 (date) and 2024-04-30 (days); gross 1,000; dpd 242
+    "LATEDATE": (date(2024, 4, 30), "1000.00", "0.00", "0.00", "0.00", "0.00", "1000.00", 242),
+    # walk at D: cumulative 300 <= 600.01, 600 <= 600.01, 900 > 600.01: oldest unpaid is due
+    # 2024-01-01, dpd 181 > 180 on D: written off on D; gross = 900 - 600 paid by 06-29 = 300
+    "MULTI": (D, "300.00", "0.00", "0.00", "600.00", "0.00", "300.00", 181),
+    # written off 2024-05-30 (the 12-01 installment: 600 due > 300 paid + 0.01 on day 181);
+    # gross 900 - 300 = 600; the 06-05 payment recovers 300 + 5; dpd at D 181 (01-01)
+    "MULTI_LATE": (
+        date(2024, 5, 30),
+        "600.00",
+        "305.00",
+        "300.00",
+        "600.00",
+        "0.00",
+        "300.00",
+        181,
+    ),
+    # not written off: the cent stays visible in dpd/loans
+    "CENTS": (None, "0.00", "0.00", "0.00", "999.99", "0.01", "0.00", 0),
+    "OPEN": (None, "0.00", "0.00", "0.00", "0.00", "500.00", "0.00", 0),
+}
+
+
+def test_write_off_is_frozen_with_recoveries(db_conninfo: str, settings: Settings) -> None:
+    v2_book(db_conninfo)
+    loans = export_dpd(settings).loans
+    for loan_id, expected in V2_AT_D.items():
+        wod, gross, recoveries, recovered, paid, outstanding, balance, dpd = expected
+        row = loans[loan_id]
+        assert row["write_off_date"] == wod, loan_id
+        assert row["is_written_off"] is (wod is not None), loan_id
+        assert row["gross_write_off"] == dec(gross), loan_id
+        assert row["recoveries"] == dec(recoveries), loan_id
+        assert row["principal_recovered"] == dec(recovered), loan_id
+        assert row["principal_paid"] == dec(paid), loan_id
+        assert row["outstanding"] == dec(outstanding), loan_id
+        assert row["written_off_balance"] == dec(balance), loan_id
+        assert row["days_past_due"] == dpd, loan_id
+        # written off counts as default; otherwise dpd >= 90
+        assert row["is_default"] is (wod is not None or dpd >= 90), loan_id
+        # principal = principal paid - principal recovered + gross write-off + outstanding
+        assert row["principal"] == (
+            row["principal_paid"] - row["principal_recovered"] + row["gross_write_off"]
+            + row["outstanding"]
+        ), loan_id  # fmt: skip
+    # LATE200 repaid: nothing past due, but written off for good
+    assert loans["LATE200"]["dpd_bucket"] == "Current"
+    assert loans["LATE200"]["past_due_amount"] == dec("0.00")
+
+
+@pytest.mark.parametrize(
+    ("as_of", "written_off", "gross", "recoveries", "dpd"),
+    [
+        # 180 days late: not yet (180 is not more than 180), default (>= 90)
+        (date(2024, 4, 29), False, "0.00", "0.00", 180),
+        # day 181: written off with 1,000 outstanding at the end of 04-29
+        (date(2024, 4, 30), True, "1000.00", "0.00", 181),
+        # repaid 05-19: still written off, the same gross, the payment a recovery
+        (date(2024, 5, 19), True, "1000.00", "1005.00", 0),
+        (date(2024, 12, 31), True, "1000.00", "1005.00", 0),
+    ],
+    ids=["day-180", "day-181", "repaid", "later"],
+)
+def test_a_late_repayment_never_restates_the_write_off(
+    db_conninfo: str,
+    settings: Settings,
+    as_of: date,
+    written_off: bool,
+    gross: str,
+    recoveries: str,
+    dpd: int,
+) -> None:
+    v2_book(db_conninfo)
+    row = export_dpd(settings, as_of).loans["LATE200"]
+    assert row["is_written_off"] is written_off
+    assert row["write_off_date"] == (date(2024, 4, 30) if written_off else None)
+    assert row["gross_write_off"] == dec(gross)
+    assert row["recoveries"] == dec(recoveries)
+    assert row["days_past_due"] == dpd
+    assert row["is_default"] is True  # 180 >= 90, or written off
+
+
+def test_multi_installment_write_off_the_day_before(db_conninfo: str, settings: Settings) -> None:
+    v2_book(db_conninfo)
+    # at 06-29 MULTI's oldest unpaid installment (01-01) is 180 days late: not written off
+    row = export_dpd(settings, date(2024, 6, 29)).loans["MULTI"]
+    assert (row["days_past_due"], row["is_written_off"], row["write_off_date"]) == (
+        180,
+        False,
+        None,
+    )
+    assert row["outstanding"] == dec("300.00")  # 900 - 600
+
+
+def test_settled_cents_are_not_active(db_conninfo: str, settings: Settings) -> None:
+    v2_book(db_conninfo)
+    export = export_dpd(settings)
+    # CENTS keeps its 0.01 in dpd/loans, but the aging counts only OPEN (500.00, Current): a
+    # balance at or below the tolerance is settled; the written-off loans are out as well
+    assert export.loans["CENTS"]["outstanding"] == dec("0.01")
+    current = export.aging[0]
+    assert (current["loans"], current["customers"], current["outstanding"]) == (1, 1, dec("500.00"))
+    assert sum(r["loans"] for r in export.aging) == 1
+    assert export.aging[0]["share_of_outstanding"] == pytest.approx(1.0)
+
+
+def test_new_columns_and_schema_version(db_conninfo: str, settings: Settings) -> None:
+    v2_book(db_conninfo)
+    result = export_dataset(settings, "dpd", D, ["parquet"])
+    table = next(
+        read_parquet_export(settings.exports_dir / r.path)
+        for r in result.files
+        if r.table == "loans"
+    )
+    for name in ("gross_write_off", "recoveries", "principal_recovered"):
+        assert table.schema.field(name).type == MONEY, name
+    assert table.schema.field("write_off_date").type == pa.date32()
+    manifest = json.loads(result.manifest_path.read_text())
+    assert manifest["schema_version"] == 2  # columns added: dpd's schema version 2

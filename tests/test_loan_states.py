@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from abaco_cli.datasets.dpd import delinquency_params, delinquency_query
-from abaco_cli.datasets.states import loan_states_query, month_ends_until
+from abaco_cli.datasets.states import month_ends_until, states_with_history
 from abaco_cli.db.seed import seed_portfolio
 from abaco_cli.settings import Settings, SourceTables
 from portfolio import Due, Pay, Portfolio
@@ -25,7 +25,7 @@ from portfolio import Due, Pay, Portfolio
 COLUMNS = (
     "as_of_date, loan_id, customer_id, principal, principal_paid, outstanding, past_due_amount, "
     "first_arrears_date, days_past_due, dpd_bucket_value, is_default, is_written_off, "
-    "written_off_balance, last_payment_date"
+    "written_off_balance, last_payment_date, write_off_date"
 )
 
 
@@ -33,11 +33,11 @@ def differences(conn: psycopg.Connection[Any], dates: list[date]) -> dict[date, 
     """Per date: rows in one result and not the other (0 everywhere when they agree)."""
     settings = Settings()
     conn.execute("SET jit = off")  # as an export's snapshot does: these plans compile slowly
-    history = loan_states_query(settings, "dates")
+    history = states_with_history(settings, "dates")
     reference = delinquency_query(settings)
     query = sql.SQL(
-        "WITH h AS (SELECT {c} FROM ({h}) AS x WHERE x.as_of_date = %(as_of)s), "
-        "d AS (SELECT {c} FROM ({d}) AS y WHERE y.outstanding + y.written_off_balance > 0) "
+        "WITH {h}, h AS (SELECT {c} FROM states AS x WHERE x.as_of_date = %(as_of)s), "
+        "d AS (SELECT {c} FROM ({d}) AS y WHERE y.principal - y.principal_paid > %(tolerance)s) "
         "SELECT (SELECT count(*) FROM (SELECT * FROM h EXCEPT ALL SELECT * FROM d) AS a) "
         "+ (SELECT count(*) FROM (SELECT * FROM d EXCEPT ALL SELECT * FROM h) AS b)"
     ).format(c=sql.SQL(COLUMNS), h=history, d=reference)
@@ -56,8 +56,8 @@ def test_equal_to_delinquency_on_a_seeded_portfolio(db_conninfo: str) -> None:
         assert differences(conn, dates) == {day: 0 for day in dates}
         # and it is not comparing two empty sets
         count = conn.execute(
-            sql.SQL("SELECT count(*) FROM ({}) AS x").format(
-                loan_states_query(Settings(), "dates")
+            sql.SQL("WITH {} SELECT count(*) FROM states").format(
+                states_with_history(Settings(), "dates")
             ),
             {**delinquency_params(Settings(), dates[-1]), "dates": dates},
         ).fetchone()
@@ -149,8 +149,8 @@ def test_no_dates_no_rows(db_conninfo: str) -> None:
         book.loan("L1", disbursed=date(2025, 1, 1), principal="100.00")
     with psycopg.connect(db_conninfo) as conn:
         settings = Settings()
-        query = sql.SQL("SELECT count(*) FROM ({}) AS x").format(
-            loan_states_query(settings, "dates")
+        query = sql.SQL("WITH {} SELECT count(*) FROM states").format(
+            states_with_history(settings, "dates")
         )
         row = conn.execute(
             query, {**delinquency_params(settings, date(2025, 6, 30)), "dates": []}

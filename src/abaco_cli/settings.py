@@ -59,7 +59,7 @@ class DpdPolicy(BaseModel):
 
     tolerance: Decimal = Field(default=Decimal("0.01"), ge=0)
     write_off_after_days: int = Field(default=180, ge=1)
-    default_threshold_days: int = Field(default=180, ge=1)
+    default_threshold_days: int = Field(default=90, ge=1)
     npl_threshold_days: int = Field(default=90, ge=1)
     par_thresholds: list[int] = Field(default_factory=lambda: [7, 30, 60, 90])
     buckets: list[DpdBucket] = Field(default_factory=_default_buckets)
@@ -130,12 +130,19 @@ def _default_kpi_thresholds() -> dict[str, KpiThreshold | None]:
         ("par_60", lower, 0.04, 0.06),
         ("par_90", lower, 0.03, 0.05),
         ("npl_ratio", lower, 0.03, 0.05),
+        ("customer_par_30", lower, 0.08, 0.12),
+        ("customer_par_90", lower, 0.05, 0.08),
+        ("par30_top10_share", lower, 0.50, 0.70),
         ("default_rate_count", lower, 0.03, 0.05),
-        ("default_rate_balance", lower, 0.03, 0.05),
+        ("default_rate_balance", lower, 0.05, 0.10),
+        ("net_loss_rate_ltm", lower, 0.02, 0.04),
         ("collection_rate_mtd", higher, 0.95, 0.85),
+        ("repaid_on_time_ltm", higher, 0.70, 0.50),
+        ("repaid_within_30d_ltm", higher, 0.95, 0.85),
         ("top10_concentration", lower, 0.35, 0.50),
         ("largest_customer_share", lower, 0.05, 0.10),
         ("yield_ltm", higher, 0.30, 0.20),
+        ("risk_adjusted_yield_ltm", higher, 0.25, 0.15),
     ]
     return {k: KpiThreshold(direction=d, green=g, amber=a) for k, d, g, a in rows}
 
@@ -220,7 +227,8 @@ class PricingPolicy(BaseModel):
 
 
 class AnalyticsPolicy(BaseModel):
-    """The analytics bundle: how many months it covers and the customer-type rules."""
+    """The analytics bundle: how many months it covers, the customer-type rules, the days of
+    the repayment curve and the stages of the provision matrix."""
 
     months: int = Field(default=12, ge=1, le=120)
     vintage_months: int = Field(default=24, ge=1, le=240)
@@ -228,11 +236,23 @@ class AnalyticsPolicy(BaseModel):
     reactivation_days: int = Field(default=180, ge=1)
     recovered_from_days: int = Field(default=90, ge=1)
     recovered_to_days: int = Field(default=30, ge=0)
+    repayment_days: list[int] = Field(default_factory=lambda: [0, 7, 15, 30, 60, 90, 180])
+    stage_2_from_days: int = Field(default=31, ge=1)
+    stage_3_from_days: int = Field(default=90, ge=2)
+
+    @field_validator("repayment_days")
+    @classmethod
+    def _repayment_days(cls, value: list[int]) -> list[int]:
+        if not value or any(n < 0 for n in value) or len(set(value)) != len(value):
+            raise ValueError("repayment_days must be distinct day counts, 0 or more")
+        return sorted(value)
 
     @model_validator(mode="after")
     def _recovery_spans_a_gap(self) -> AnalyticsPolicy:
         if self.recovered_to_days >= self.recovered_from_days:
             raise ValueError("analytics.recovered_to_days must be below recovered_from_days")
+        if self.stage_3_from_days <= self.stage_2_from_days:
+            raise ValueError("analytics.stage_3_from_days must be above stage_2_from_days")
         return self
 
 

@@ -1,8 +1,8 @@
--- analytics/concentration: the active loans at D (in scope, not written off, outstanding > 0,
--- from dpd/delinquency.sql) by customer (the top_customers largest), company, product_type,
--- risk_band, customer segment and industry: outstanding, share of the total, cumulative share
--- in rank order and the dimension's Herfindahl-Hirschman index (sum of squared shares over all
--- its keys). A missing attribute is its own key (null).
+-- analytics/concentration: the active loans at D (in scope, not written off, outstanding above
+-- the tolerance, from dpd/delinquency.sql) by customer (the top_customers largest), company,
+-- product_type, risk_band, customer segment and industry: outstanding, share of the total,
+-- cumulative share in rank order and the dimension's Herfindahl-Hirschman index (sum of squared
+-- shares over all its keys). A missing attribute is its own key (null).
 WITH d AS ({delinquency}),
 active AS (
     SELECT d.loan_id, d.customer_id, d.outstanding, l.company, l.product_type, l.risk_band,
@@ -10,7 +10,7 @@ active AS (
     FROM d
     JOIN {loans} AS l ON l.loan_id = d.loan_id
     LEFT JOIN {customers} AS c ON c.customer_id = d.customer_id
-    WHERE NOT d.is_written_off AND d.outstanding > 0
+    WHERE NOT d.is_written_off AND d.outstanding > %(tolerance)s
 ),
 groups AS (
     SELECT 1 AS position, 'customer' AS dimension, a.customer_id AS key, a.loan_id, a.outstanding

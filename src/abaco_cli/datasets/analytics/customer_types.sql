@@ -3,8 +3,10 @@
 -- loan was disbursed more than reactivation_days before their first loan of the month) or
 -- recurrent (otherwise). Recovered customers are those who, at the month's period end, were once
 -- more than recovered_from_days past due and now owe no loan more than recovered_to_days past
--- due, and who were not so at the previous period end: the month of their recovery.
-WITH periods AS (
+-- due, and who were not so at the previous period end: the month of their recovery. The WITH
+-- list starts with the arrears history up to D and the loan states at the roll dates.
+WITH {states},
+periods AS (
     SELECT p.month, p.period_end, (%(roll_dates)s::date[])[p.k] AS previous_end
     FROM unnest(%(period_months)s::date[], %(period_ends)s::date[]) WITH ORDINALITY
         AS p (month, period_end, k)
@@ -35,46 +37,21 @@ in_period AS (
     FROM periods AS p
     JOIN customer_months AS c ON c.month = p.month
 ),
-states AS ({states}),
 worst AS (
-    -- customers owing nothing at a date have no row: nothing of theirs is past due
+    -- customers owing no more than the tolerance at a date have no row: nothing of theirs is
+    -- past due
     SELECT s.as_of_date, s.customer_id, max(s.days_past_due) AS days_past_due,
            sum(s.outstanding) AS outstanding
     FROM states AS s
     GROUP BY s.as_of_date, s.customer_id
 ),
-loan_paid AS (
-    SELECT p.loan_id, sum(p.principal_paid) AS principal_paid,
-           min(p.paid_on) AS first_paid_on, max(p.paid_on) AS last_paid_on
-    FROM {payments} AS p
-    WHERE p.paid_on <= %(as_of)s
-    GROUP BY p.loan_id
-),
-installments AS (
-    SELECT s.loan_id, s.due_date + %(recovered_from_days)s + 1 AS check_on,
-           sum(s.principal_due) OVER (
-               PARTITION BY s.loan_id ORDER BY s.due_date, s.installment_no
-               ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-           ) AS cumulative_principal_due
-    FROM {payment_schedule} AS s
-    WHERE s.due_date + %(recovered_from_days)s + 1 <= %(as_of)s
-),
 over_days AS (
-    -- A loan is more than recovered_from_days past due on some day exactly when one of its
-    -- installments is still unpaid (cumulative principal due > principal paid + tolerance)
-    -- recovered_from_days + 1 days after its due date (check_on); the first such day per
-    -- customer. Principal paid by check_on: nothing before the loan's first payment, all of it
-    -- from its last payment on, else the payments themselves.
-    SELECT l.customer_id, min(i.check_on) AS first_over_on
-    FROM installments AS i
-    LEFT JOIN loan_paid AS t ON t.loan_id = i.loan_id
-    JOIN {loans} AS l ON l.loan_id = i.loan_id
-    WHERE i.cumulative_principal_due > %(tolerance)s + CASE
-              WHEN t.first_paid_on IS NULL OR i.check_on < t.first_paid_on THEN 0
-              WHEN i.check_on >= t.last_paid_on THEN t.principal_paid
-              ELSE (SELECT sum(p.principal_paid) FROM {payments} AS p
-                    WHERE p.loan_id = i.loan_id AND p.paid_on <= i.check_on)
-          END
+    -- the first day each customer had a loan more than recovered_from_days past due: the
+    -- arrears history's entries at level recovered_from_days + 1 (any day up to D)
+    SELECT l.customer_id, min(e.entered_on) AS first_over_on
+    FROM arrears_entries AS e
+    JOIN {loans} AS l ON l.loan_id = e.loan_id
+    WHERE e.level = %(recovered_level)s::integer
     GROUP BY l.customer_id
 ),
 recovered AS (

@@ -1,32 +1,43 @@
 -- analytics/portfolio_overview: one row per calendar month of the window. Flows (disbursed,
--- collections, revenue, installments due, write-offs) cover the month from its first day to
--- its period end; stocks (outstanding, active loans, PAR, NPL) are the loan states at the
--- period end: the month's last day, or D for D's own month.
-WITH periods AS (
+-- collections, revenue, installments due, gross write-offs, recoveries) cover the month from
+-- its first day to its period end; stocks (outstanding, active loans, PAR, NPL) are the loan
+-- states at the period end: the month's last day, or D for D's own month. The WITH list starts
+-- with the arrears history up to D (write-offs) and the states at the period ends.
+WITH {states},
+periods AS (
     SELECT * FROM unnest(%(period_months)s::date[], %(period_ends)s::date[])
         AS p (month, period_end)
 ),
-states AS ({states}),
 customer_book AS (
-    -- per period end and customer first, so that active customers need no DISTINCT
+    -- per period end and customer first, so that active customers need no DISTINCT; a state
+    -- row owes more than the tolerance and is active unless written off (0 outstanding)
     SELECT s.as_of_date, s.customer_id,
            sum(s.outstanding)                                                AS outstanding,
-           count(*) FILTER (WHERE s.outstanding > 0)                         AS active_loans,
+           count(*) FILTER (WHERE NOT s.is_written_off)                      AS active_loans,
            sum(s.outstanding) FILTER (WHERE s.days_past_due >= 30)           AS par_30_amount,
            sum(s.outstanding) FILTER (WHERE s.days_past_due >= 90)           AS par_90_amount,
            sum(s.outstanding) FILTER (WHERE s.days_past_due >= %(npl_threshold_days)s)
                                                                              AS npl_amount,
-           -- written off in the month: the write-off date (written_off_date when on or
-           -- before the period end, else the day days past due first exceeded
-           -- write_off_after_days) falls in it
-           sum(s.written_off_balance) FILTER (
-               WHERE CASE WHEN s.written_off_date <= s.as_of_date THEN s.written_off_date
-                          ELSE s.first_arrears_date + %(write_off_after_days)s + 1 END
-                     >= date_trunc('month', s.as_of_date))                   AS written_off_amount,
            sum(s.outstanding * s.interest_rate_apr)                          AS apr_weighted,
            sum(s.outstanding) FILTER (WHERE s.interest_rate_apr IS NOT NULL) AS apr_weight
     FROM states AS s
     GROUP BY s.as_of_date, s.customer_id
+),
+losses AS (
+    -- gross write-offs (frozen) of the loans whose write-off date falls in the month, and the
+    -- cash received in it on loans written off on or before the payment date
+    SELECT p.month,
+           coalesce((SELECT sum(w.gross_write_off) FROM write_offs AS w
+                     WHERE w.write_off_date >= p.month AND w.write_off_date <= p.period_end), 0)
+               AS written_off_amount,
+           coalesce((SELECT sum(x.principal_paid + x.interest_paid + x.fee_paid + x.other_paid
+                                + x.tax_paid + x.fee_tax_paid - x.rebates)
+                     FROM write_offs AS w
+                     JOIN {payments} AS x
+                       ON x.loan_id = w.loan_id AND x.paid_on >= w.write_off_date
+                     WHERE x.paid_on >= p.month AND x.paid_on <= p.period_end), 0)
+               AS recoveries
+    FROM periods AS p
 ),
 book AS (
     SELECT p.month,
@@ -36,7 +47,6 @@ book AS (
            coalesce(sum(c.par_30_amount), 0)                    AS par_30_amount,
            coalesce(sum(c.par_90_amount), 0)                    AS par_90_amount,
            coalesce(sum(c.npl_amount), 0)                       AS npl_amount,
-           coalesce(sum(c.written_off_amount), 0)               AS written_off_amount,
            sum(c.apr_weighted)                                  AS apr_weighted,
            sum(c.apr_weight)                                    AS apr_weight
     FROM periods AS p
@@ -106,10 +116,12 @@ SELECT %(as_of)s::date                                             AS as_of_date
        (b.par_90_amount / nullif(b.outstanding_balance, 0))::float8 AS par_90,
        b.npl_amount::numeric(18,2)                                 AS npl_amount,
        (b.npl_amount / nullif(b.outstanding_balance, 0))::float8   AS npl_ratio,
-       b.written_off_amount::numeric(18,2)                         AS written_off_amount,
+       o.written_off_amount::numeric(18,2)                         AS written_off_amount,
+       o.recoveries::numeric(18,2)                                 AS recoveries,
        (b.apr_weighted / nullif(b.apr_weight, 0))::float8          AS weighted_apr
 FROM periods AS p
 JOIN book AS b USING (month)
 JOIN flows AS f USING (month)
+JOIN losses AS o USING (month)
 LEFT JOIN customers AS u USING (month)
 ORDER BY p.month

@@ -1,16 +1,14 @@
 -- analytics/roll_rates: where the loans active at one month-end (period end) stand at the next:
--- in which delinquency bucket, written off, or paid off (nothing left to pay). Every pair of
--- consecutive dates gets the full matrix, empty cells included. Loans disbursed in between are
--- not part of a transition.
-WITH dates AS (
+-- written off (written off on or before it: for good, whatever was paid since), in which
+-- delinquency bucket, or paid off (nothing left to pay but the tolerance: a loan settled with a
+-- cent left is paid off, not cured). Every pair of consecutive dates gets the full matrix,
+-- empty cells included. Loans disbursed in between are not part of a transition. The WITH list
+-- starts with the arrears history up to D (write-offs) and the states at the dates.
+WITH {states},
+dates AS (
     SELECT d.k, d.day AS from_date, (%(roll_dates)s::date[])[d.k + 1] AS to_date
     FROM unnest(%(roll_dates)s::date[]) WITH ORDINALITY AS d (day, k)
     WHERE d.k < cardinality(%(roll_dates)s::date[])
-),
-states AS MATERIALIZED (
-    SELECT s.as_of_date, s.loan_id, s.dpd_bucket_value, s.outstanding, s.written_off_balance,
-           s.is_written_off
-    FROM ({states}) AS s
 ),
 to_states AS (
     -- -1 paid off, the policy's bucket values, then written off
@@ -22,17 +20,19 @@ to_states AS (
     SELECT cardinality(%(bucket_values)s::integer[]), 'Written off'
 ),
 moves AS (
-    -- Each active loan's state at the next date; a loan missing there owes nothing: paid off.
+    -- Each active loan's state at the next date: written off (its gross write-off), else its
+    -- bucket and outstanding; a loan missing there owes no more than the tolerance: paid off.
     SELECT t.from_date, t.to_date, f.loan_id, f.dpd_bucket_value AS from_value,
            f.outstanding AS from_outstanding,
-           CASE WHEN n.loan_id IS NULL THEN -1
-                WHEN n.is_written_off THEN cardinality(%(bucket_values)s::integer[])
+           CASE WHEN w.write_off_date <= t.to_date THEN cardinality(%(bucket_values)s::integer[])
+                WHEN n.loan_id IS NULL THEN -1
                 ELSE n.dpd_bucket_value END AS to_value,
-           coalesce(n.outstanding + n.written_off_balance, 0) AS to_balance
+           CASE WHEN w.write_off_date <= t.to_date THEN w.gross_write_off
+                ELSE coalesce(n.outstanding, 0) END AS to_balance
     FROM dates AS t
-    JOIN states AS f
-      ON f.as_of_date = t.from_date AND NOT f.is_written_off AND f.outstanding > 0
+    JOIN states AS f ON f.as_of_date = t.from_date AND NOT f.is_written_off
     LEFT JOIN states AS n ON n.loan_id = f.loan_id AND n.as_of_date = t.to_date
+    LEFT JOIN write_offs AS w ON w.loan_id = f.loan_id
 ),
 matrix AS (
     SELECT t.from_date, t.to_date, b.value AS from_value, b.label AS from_label,

@@ -1,11 +1,18 @@
 -- analytics/vintages: disbursement-month cohorts x months on book. Month on book m of a cohort
 -- is observed at the end of the m-th month after the cohort's month (m = 0: the cohort's own
--- month), or at D for D's own month. Principal collected counts the principal of payments
--- dated on or before the observation date. Written off counts, for the loans written off at D
--- (dpd/delinquency.sql over the cohorts' loans), their written_off_balance at D from the month
--- of their write-off date on (written_off_date when on or before D, else the day days past
--- due first exceeded write_off_after_days): the losses as known at D, net of later recoveries.
-WITH cohorts AS (
+-- month), or at D for D's own month. Each event counts from the month on book it happened in,
+-- and an observation holds every event up to the end of its month: nothing is restated when a
+-- later D is exported.
+--   principal_collected  principal of payments dated on or before the observation date
+--   ever_30 / ever_90    principal of the cohort's loans whose days past due had reached 30 / 90
+--                        (the arrears history's first entry at that level)
+--   written_off_amount   gross write-offs (frozen at the write-off date, version 2)
+--   recoveries           cash received on the cohort's written-off loans from their write-off
+--                        date on; net_loss = written_off_amount - recoveries (it falls when
+--                        recoveries come in after the write-off)
+-- The WITH list starts with the arrears history up to D over the cohorts' loans.
+WITH {history},
+cohorts AS (
     SELECT c AS cohort_month FROM unnest(%(cohort_months)s::date[]) AS c
 ),
 cohort_loans AS (
@@ -30,42 +37,56 @@ observations AS (
             + extract(month FROM %(as_of)s::date) - extract(month FROM c.cohort_month))::integer
     ) AS m
 ),
-collected AS (
-    SELECT l.cohort_month,
-           greatest(((extract(year FROM p.paid_on) - extract(year FROM l.cohort_month)) * 12
-                     + extract(month FROM p.paid_on) - extract(month FROM l.cohort_month))::integer,
-                    0) AS months_on_book,
-           sum(p.principal_paid) AS amount
+events AS (
+    -- (cohort, day, amounts): each event of a cohort's loan on its day, placed below at the
+    -- month on book of that day
+    SELECT l.cohort_month, p.paid_on AS day, p.principal_paid AS collected, 0 AS ever_30,
+           0 AS ever_90, 0 AS written_off, 0 AS recovered
     FROM cohort_loans AS l
     JOIN {payments} AS p ON p.loan_id = l.loan_id AND p.paid_on <= %(as_of)s
-    GROUP BY 1, 2
-),
-d AS ({delinquency}),
-written AS (
-    SELECT l.cohort_month,
-           greatest(((extract(year FROM w.written_off_on) - extract(year FROM l.cohort_month)) * 12
-                     + extract(month FROM w.written_off_on) - extract(month FROM l.cohort_month)
-                    )::integer, 0) AS months_on_book,
-           sum(w.written_off_balance) AS amount
+    UNION ALL
+    SELECT l.cohort_month, e.first_on, 0,
+           CASE WHEN e.level = %(ever_30_level)s::integer THEN l.principal ELSE 0 END,
+           CASE WHEN e.level = %(ever_90_level)s::integer THEN l.principal ELSE 0 END, 0, 0
     FROM (
-        SELECT d.loan_id, d.written_off_balance,
-               CASE WHEN x.written_off_date <= %(as_of)s THEN x.written_off_date
-                    ELSE d.first_arrears_date + %(write_off_after_days)s + 1 END AS written_off_on
-        FROM d
-        JOIN {loans} AS x ON x.loan_id = d.loan_id
-        WHERE d.is_written_off AND d.written_off_balance > 0
-    ) AS w
+        SELECT a.loan_id, a.level, min(a.entered_on) AS first_on
+        FROM arrears_entries AS a
+        WHERE a.level IN (%(ever_30_level)s::integer, %(ever_90_level)s::integer)
+        GROUP BY a.loan_id, a.level
+    ) AS e
+    JOIN cohort_loans AS l ON l.loan_id = e.loan_id
+    UNION ALL
+    SELECT l.cohort_month, w.write_off_date, 0, 0, 0, w.gross_write_off, 0
+    FROM write_offs AS w
     JOIN cohort_loans AS l ON l.loan_id = w.loan_id
+    UNION ALL
+    SELECT l.cohort_month, p.paid_on, 0, 0, 0, 0,
+           p.principal_paid + p.interest_paid + p.fee_paid + p.other_paid + p.tax_paid
+           + p.fee_tax_paid - p.rebates
+    FROM write_offs AS w
+    JOIN cohort_loans AS l ON l.loan_id = w.loan_id
+    JOIN {payments} AS p
+      ON p.loan_id = w.loan_id AND p.paid_on >= w.write_off_date AND p.paid_on <= %(as_of)s
+),
+placed AS (
+    SELECT e.cohort_month,
+           greatest(((extract(year FROM e.day) - extract(year FROM e.cohort_month)) * 12
+                     + extract(month FROM e.day) - extract(month FROM e.cohort_month))::integer,
+                    0) AS months_on_book,
+           sum(e.collected) AS collected, sum(e.ever_30) AS ever_30, sum(e.ever_90) AS ever_90,
+           sum(e.written_off) AS written_off, sum(e.recovered) AS recovered
+    FROM events AS e
     GROUP BY 1, 2
 ),
 curves AS (
     SELECT o.cohort_month, o.months_on_book, o.observation_date,
-           sum(coalesce(c.amount, 0)) OVER w AS principal_collected,
-           sum(coalesce(x.amount, 0)) OVER w AS written_off_amount
+           sum(coalesce(x.collected, 0)) OVER w   AS principal_collected,
+           sum(coalesce(x.ever_30, 0)) OVER w     AS ever_30_amount,
+           sum(coalesce(x.ever_90, 0)) OVER w     AS ever_90_amount,
+           sum(coalesce(x.written_off, 0)) OVER w AS written_off_amount,
+           sum(coalesce(x.recovered, 0)) OVER w   AS recoveries
     FROM observations AS o
-    LEFT JOIN collected AS c
-      ON c.cohort_month = o.cohort_month AND c.months_on_book = o.months_on_book
-    LEFT JOIN written AS x
+    LEFT JOIN placed AS x
       ON x.cohort_month = o.cohort_month AND x.months_on_book = o.months_on_book
     WINDOW w AS (PARTITION BY o.cohort_month ORDER BY o.months_on_book)
 )
@@ -78,7 +99,15 @@ SELECT %(as_of)s::date                                             AS as_of_date
        v.principal_collected::numeric(18,2)                        AS principal_collected,
        (v.principal_collected / nullif(s.disbursed, 0))::float8    AS principal_collected_pct,
        v.written_off_amount::numeric(18,2)                         AS written_off_amount,
-       (v.written_off_amount / nullif(s.disbursed, 0))::float8     AS written_off_pct
+       (v.written_off_amount / nullif(s.disbursed, 0))::float8     AS written_off_pct,
+       v.ever_30_amount::numeric(18,2)                             AS ever_30_amount,
+       (v.ever_30_amount / nullif(s.disbursed, 0))::numeric(18,10) AS ever_30_pct,
+       v.ever_90_amount::numeric(18,2)                             AS ever_90_amount,
+       (v.ever_90_amount / nullif(s.disbursed, 0))::numeric(18,10) AS ever_90_pct,
+       v.recoveries::numeric(18,2)                                 AS recoveries,
+       (v.written_off_amount - v.recoveries)::numeric(18,2)        AS net_loss,
+       ((v.written_off_amount - v.recoveries) / nullif(s.disbursed, 0))::numeric(18,10)
+                                                                   AS net_loss_pct
 FROM curves AS v
 JOIN sizes AS s ON s.cohort_month = v.cohort_month
 ORDER BY v.cohort_month, v.months_on_book

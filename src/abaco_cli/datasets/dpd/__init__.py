@@ -7,13 +7,17 @@ from datetime import date
 
 from psycopg import sql
 
-from abaco_cli.datasets.base import DatasetSpec, Params, TableSpec, load_sql, source_names
+from abaco_cli.datasets.base import DatasetSpec, Params, TableSpec, load_sql
+from abaco_cli.datasets.states import WRITE_OFF_LEVEL, delinquency_at
 from abaco_cli.settings import Settings
+
+SCHEMA_VERSION = 2  # 2: dpd/loans gained write_off_date, gross_write_off, recoveries,
+#                        principal_recovered (definitions version 2)
 
 
 def delinquency_query(settings: Settings) -> sql.Composed:
     """The loan-level delinquency SELECT; parameters come from ``delinquency_params``."""
-    return sql.SQL(load_sql(__name__, "delinquency.sql")).format(**source_names(settings))
+    return delinquency_at(settings)
 
 
 def delinquency_params(settings: Settings, as_of: date) -> Params:
@@ -24,6 +28,8 @@ def delinquency_params(settings: Settings, as_of: date) -> Params:
         "tolerance": policy.tolerance,
         "write_off_after_days": policy.write_off_after_days,
         "default_threshold_days": policy.default_threshold_days,
+        WRITE_OFF_LEVEL: policy.write_off_after_days + 1,  # "exceeded" the limit: reached +1
+        "default_level": policy.default_threshold_days,
         "bucket_values": [b.value for b in policy.buckets],
         "bucket_labels": [b.label for b in policy.buckets],
         "bucket_descriptions": [b.description for b in policy.buckets],
@@ -53,4 +59,5 @@ DPD = DatasetSpec(
         ),
     ),
     build_params=delinquency_params,
+    schema_version=SCHEMA_VERSION,
 )

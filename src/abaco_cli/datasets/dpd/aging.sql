@@ -1,8 +1,9 @@
--- dpd/aging: per bucket, the active loans (not written off, outstanding > 0), their customers,
--- outstanding and share of total outstanding. Every bucket of the policy appears, empty or not.
+-- dpd/aging: per bucket, the active loans (not written off, outstanding above the tolerance: a
+-- settled loan's leftover cents are not active), their customers, outstanding and share of
+-- total outstanding. Every bucket of the policy appears, empty or not.
 WITH d AS ({delinquency}),
 active AS (
-    SELECT * FROM d WHERE NOT d.is_written_off AND d.outstanding > 0
+    SELECT * FROM d WHERE NOT d.is_written_off AND d.outstanding > %(tolerance)s
 ),
 buckets AS (
     SELECT * FROM unnest(

@@ -1,33 +1,18 @@
--- Loan-level delinquency as of %(as_of)s (end of that day), exactly as DOMAIN.md defines it.
--- Reused by the loans table, the aging summary and the other datasets.
-WITH paid AS (
-    SELECT p.loan_id,
-           sum(p.principal_paid) AS principal_paid,
-           max(p.paid_on)        AS last_payment_date
-    FROM {payments} AS p
-    WHERE p.paid_on <= %(as_of)s
-    GROUP BY p.loan_id
-),
-schedule_to_date AS (
-    SELECT s.loan_id,
-           coalesce(sum(s.principal_due) FILTER (WHERE s.due_date < %(as_of)s), 0) AS principal_due,
-           max(s.due_date) FILTER (WHERE s.due_date <= %(as_of)s) AS last_due_date
-    FROM {payment_schedule} AS s
-    WHERE s.due_date <= %(as_of)s
-    GROUP BY s.loan_id
-),
+-- Loan-level delinquency as of %(as_of)s (end of that day), as docs/domain.md defines it
+-- (definitions version 2). Reused by the loans table, the aging summary and the other datasets.
+-- The history (datasets/states/history.sql, up to D) holds the loans in scope with their
+-- payments and installments, and the write-offs (once, for good, at a frozen gross write-off).
+WITH {history},
 measured AS (
     SELECT l.loan_id, l.customer_id, l.company, l.product_type, l.disbursement_date,
-           l.maturity_date, l.principal, l.written_off_date,
-           coalesce(p.principal_paid, 0) AS principal_paid,
-           greatest(l.principal - coalesce(p.principal_paid, 0), 0) AS gross_outstanding,
-           greatest(coalesce(s.principal_due, 0) - coalesce(p.principal_paid, 0), 0)
-               AS past_due_amount,
-           p.last_payment_date, s.last_due_date
-    FROM {loans} AS l
-    LEFT JOIN paid AS p ON p.loan_id = l.loan_id
-    LEFT JOIN schedule_to_date AS s ON s.loan_id = l.loan_id
-    WHERE l.disbursement_date <= %(as_of)s
+           l.maturity_date, l.principal,
+           coalesce(l.paid_total, 0) AS principal_paid,
+           greatest(l.principal - coalesce(l.paid_total, 0), 0) AS gross_outstanding,
+           greatest(l.due_total - coalesce(l.paid_total, 0), 0) AS past_due_amount,
+           l.last_paid_on AS last_payment_date, l.last_due_date,
+           w.write_off_date, w.gross_write_off
+    FROM h_loans AS l
+    LEFT JOIN write_offs AS w ON w.loan_id = l.loan_id
 ),
 arrears AS (
     -- Only loans in arrears walk their installments: in due_date order, the first one whose
@@ -50,15 +35,20 @@ arrears AS (
 ),
 aged AS (
     SELECT a.*,
-           coalesce(%(as_of)s::date - a.first_arrears_date, 0) AS days_past_due
+           coalesce(%(as_of)s::date - a.first_arrears_date, 0) AS days_past_due,
+           a.write_off_date IS NOT NULL AS is_written_off
     FROM (SELECT * FROM arrears OFFSET 0) AS a  -- OFFSET 0: evaluate the arrears walk once per loan
 ),
-flagged AS (
-    SELECT a.*,
-           (a.days_past_due > %(write_off_after_days)s
-            OR (a.written_off_date IS NOT NULL AND a.written_off_date <= %(as_of)s))
-               AS is_written_off
-    FROM aged AS a
+recovered AS (
+    -- cash (and its principal) received from the write-off date through D
+    SELECT w.loan_id,
+           sum(p.principal_paid + p.interest_paid + p.fee_paid + p.other_paid + p.tax_paid
+               + p.fee_tax_paid - p.rebates) AS recoveries,
+           sum(p.principal_paid)              AS principal_recovered
+    FROM write_offs AS w
+    JOIN {payments} AS p
+      ON p.loan_id = w.loan_id AND p.paid_on >= w.write_off_date AND p.paid_on <= %(as_of)s
+    GROUP BY w.loan_id
 )
 SELECT %(as_of)s::date                                   AS as_of_date,
        f.loan_id::text                                   AS loan_id,
@@ -81,11 +71,16 @@ SELECT %(as_of)s::date                                   AS as_of_date,
        (CASE WHEN f.is_written_off THEN f.gross_outstanding ELSE 0 END)::numeric(18,2)
                                                          AS written_off_balance,
        f.last_payment_date                               AS last_payment_date,
-       f.last_due_date                                   AS last_due_date
+       f.last_due_date                                   AS last_due_date,
+       f.write_off_date                                  AS write_off_date,
+       coalesce(f.gross_write_off, 0)::numeric(18,2)     AS gross_write_off,
+       coalesce(r.recoveries, 0)::numeric(18,2)          AS recoveries,
+       coalesce(r.principal_recovered, 0)::numeric(18,2) AS principal_recovered
 FROM (
     -- Buckets are contiguous from 0 days: the lower bounds after the first one are the
     -- thresholds, and width_bucket gives the bucket's stable value (0, 1, 2, ...).
-    SELECT fl.*, width_bucket(fl.days_past_due, %(bucket_thresholds)s::integer[])::integer
+    SELECT ag.*, width_bucket(ag.days_past_due, %(bucket_thresholds)s::integer[])::integer
                AS dpd_bucket_value
-    FROM flagged AS fl
+    FROM aged AS ag
 ) AS f
+LEFT JOIN recovered AS r ON r.loan_id = f.loan_id

@@ -1,4 +1,4 @@
-"""kpi: every KPI of DOMAIN.md at the as-of date, its trailing month-end series and the
+"""kpi: every KPI of docs/domain.md at the as-of date, its trailing month-end series and the
 dashboard's JSON (daily; the dashboard and management)."""
 
 from __future__ import annotations
@@ -11,22 +11,23 @@ from abaco_cli.datasets.base import DatasetSpec, Params, TableSpec, load_sql, so
 from abaco_cli.datasets.dpd import delinquency_params
 from abaco_cli.datasets.kpi.catalogue import catalogue
 from abaco_cli.datasets.kpi.dashboard import dashboard_files
-from abaco_cli.datasets.states import loan_states_query, month_ends_until
+from abaco_cli.datasets.states import WRITE_OFF_LEVEL, month_ends_until, states_with_history
 from abaco_cli.settings import Settings
 
-YIELD_MONTHS = 12  # yield_ltm averages the outstanding balance of the 12 latest month-ends
+LTM_MONTH_ENDS = 13  # the LTM average outstanding: the 13 latest month-ends (opening one too)
+SCHEMA_VERSION = 2  # 2: the KPIs of definitions version 2 (docs/domain.md)
 
 
 def _kpis(
-    settings: Settings, *, kpi_dates: str, history: str, yield_for: str, yield_on: str
+    settings: Settings, *, kpi_dates: str, history: str, ltm_for: str, ltm_on: str
 ) -> sql.Composed:
-    """kpis.sql over the loan states at the dates of the ``history`` parameter, which holds the
-    KPI dates and the month-ends their yield averages over."""
+    """kpis.sql over the arrears history and the loan states at the dates of the ``history``
+    parameter, which holds the KPI dates and the month-ends their LTM averages cover."""
     return sql.SQL(load_sql(__name__, "kpis.sql")).format(
         kpi_dates=sql.Placeholder(kpi_dates),
-        states=loan_states_query(settings, history),
-        yield_for=sql.Placeholder(yield_for),
-        yield_on=sql.Placeholder(yield_on),
+        states=states_with_history(settings, history, (WRITE_OFF_LEVEL, "default_level")),
+        ltm_for=sql.Placeholder(ltm_for),
+        ltm_on=sql.Placeholder(ltm_on),
         **source_names(settings),
     )
 
@@ -37,8 +38,8 @@ def snapshot_query(settings: Settings) -> sql.Composed:
         settings,
         kpi_dates="snapshot_dates",
         history="snapshot_history",
-        yield_for="snapshot_yield_for",
-        yield_on="snapshot_yield_on",
+        ltm_for="snapshot_ltm_for",
+        ltm_on="snapshot_ltm_on",
     )
 
 
@@ -48,8 +49,8 @@ def series_query(settings: Settings) -> sql.Composed:
         settings,
         kpi_dates="series_dates",
         history="series_history",
-        yield_for="series_yield_for",
-        yield_on="series_yield_on",
+        ltm_for="series_ltm_for",
+        ltm_on="series_ltm_on",
     )
     return sql.SQL(
         "SELECT %(as_of)s::date AS as_of_date, k.as_of_date AS month_end, k.kpi, k.unit, "
@@ -59,9 +60,9 @@ def series_query(settings: Settings) -> sql.Composed:
     ).format(kpis=kpis)
 
 
-def _yield_pairs(kpi_dates: list[date]) -> tuple[list[date], list[date]]:
-    """Parallel arrays: each KPI date repeated against each of its 12 yield month-ends."""
-    pairs = [(d, m) for d in kpi_dates for m in month_ends_until(d, YIELD_MONTHS)]
+def _ltm_pairs(kpi_dates: list[date]) -> tuple[list[date], list[date]]:
+    """Parallel arrays: each KPI date repeated against each of its 13 LTM month-ends."""
+    pairs = [(d, m) for d in kpi_dates for m in month_ends_until(d, LTM_MONTH_ENDS)]
     return [d for d, _ in pairs], [m for _, m in pairs]
 
 
@@ -70,9 +71,9 @@ def kpi_params(settings: Settings, as_of: date) -> Params:
     definitions = catalogue(settings)
     months = settings.kpi.series_months
     series = month_ends_until(as_of, months) if months else []
-    history = month_ends_until(as_of, months + YIELD_MONTHS - 1) if months else []
-    snapshot_for, snapshot_on = _yield_pairs([as_of])
-    series_for, series_on = _yield_pairs(series)
+    history = month_ends_until(as_of, months + LTM_MONTH_ENDS - 1) if months else []
+    snapshot_for, snapshot_on = _ltm_pairs([as_of])
+    series_for, series_on = _ltm_pairs(series)
     return {
         **delinquency_params(settings, as_of),
         "npl_threshold_days": settings.dpd.npl_threshold_days,
@@ -84,13 +85,13 @@ def kpi_params(settings: Settings, as_of: date) -> Params:
         "kpi_green": [k.threshold.green if k.threshold else None for k in definitions],
         "kpi_amber": [k.threshold.amber if k.threshold else None for k in definitions],
         "snapshot_dates": [as_of],
-        "snapshot_history": sorted({as_of, *month_ends_until(as_of, YIELD_MONTHS)}),
-        "snapshot_yield_for": snapshot_for,
-        "snapshot_yield_on": snapshot_on,
+        "snapshot_history": sorted({as_of, *month_ends_until(as_of, LTM_MONTH_ENDS)}),
+        "snapshot_ltm_for": snapshot_for,
+        "snapshot_ltm_on": snapshot_on,
         "series_dates": series,
         "series_history": history,
-        "series_yield_for": series_for,
-        "series_yield_on": series_on,
+        "series_ltm_for": series_for,
+        "series_ltm_on": series_on,
     }
 
 
@@ -116,5 +117,6 @@ KPI = DatasetSpec(
         ),
     ),
     build_params=kpi_params,
+    schema_version=SCHEMA_VERSION,
     derive=dashboard_files,
 )

@@ -19,7 +19,7 @@ import pyarrow as pa
 from abaco_cli.datasets.base import DeriveContext, DerivedFile
 from abaco_cli.writers.json_writer import dumps_strict
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the KPIs of definitions version 2; every key of version 1 kept
 SCHEMA_FILE = "kpi_payload.schema.json"
 CENT = Decimal("0.01")
 

@@ -13,6 +13,8 @@ from abaco_cli.datasets.dpd import delinquency_params
 from abaco_cli.datasets.states import add_months, delinquency_at, month_end
 from abaco_cli.settings import Settings
 
+SCHEMA_VERSION = 2  # 2: grid gained gross_write_off; written_off_share is on it (version 2)
+
 
 def window_after(as_of: date, months: int) -> date:
     """The day before the pricing window opens: D minus ``months`` months (the window is
@@ -65,7 +67,7 @@ PRICING = DatasetSpec(
         TableSpec(
             "grid",
             "per product_type x risk_band x tenor band x ticket band: loans, disbursed, "
-            "weighted rates, PAR30, written-off share",
+            "weighted rates, PAR30, gross write-off and written-off share",
             _query("grid.sql"),
         ),
         TableSpec(
@@ -75,4 +77,5 @@ PRICING = DatasetSpec(
         ),
     ),
     build_params=pricing_params,
+    schema_version=SCHEMA_VERSION,
 )

@@ -1,13 +1,16 @@
-"""Loan delinquency states shared by the kpi, pricing and analytics datasets.
+"""Loan delinquency states shared by the dpd, kpi, pricing and analytics datasets.
 
-``delinquency_at`` embeds dpd/delinquency.sql (the rules for one as-of date), optionally over a
-subset of the loans; ``loan_states_query`` evaluates the same rules at many dates in one pass
-(month-end series, roll rates); the date helpers name the month-ends and months they use.
+``arrears_history`` is the walk of every loan's arrears up to a date (history.sql: the days it
+reached each lateness level, its write-off date and gross write-off); ``delinquency_at`` embeds
+dpd/delinquency.sql (the rules for one as-of date), optionally over a subset of the loans;
+``loan_states_query`` evaluates the same rules at many dates in one pass (month-end series, roll
+rates); the date helpers name the month-ends and months they use.
 """
 
 from __future__ import annotations
 
 import calendar
+from collections.abc import Sequence
 from datetime import date, timedelta
 
 from psycopg import sql
@@ -16,6 +19,40 @@ from abaco_cli.datasets.base import load_sql, source_names
 from abaco_cli.settings import Settings
 
 DPD_PACKAGE = "abaco_cli.datasets.dpd"
+WRITE_OFF_LEVEL = "write_off_level"  # the parameter holding write_off_after_days + 1
+
+
+def arrears_history(
+    settings: Settings,
+    through: sql.Composable,
+    levels: Sequence[str] = (WRITE_OFF_LEVEL,),
+    loans: sql.Composable | None = None,
+) -> sql.Composed:
+    """The common table expressions of history.sql (h_paid, h_due, arrears_entries, write_offs
+    and the walk's own) for a host query's WITH list: every loan's arrears up to ``through`` (a
+    date expression) at the lateness levels held by the parameters named in ``levels`` (which
+    must include ``write_off_level``); ``loans`` replaces the loans table for the write-offs."""
+    if WRITE_OFF_LEVEL not in levels:
+        raise ValueError("the arrears history needs the write-off level")
+    names = source_names(settings)
+    if loans is not None:
+        names["loans"] = loans
+    values = sql.SQL(", ").join(
+        sql.SQL("{}::integer").format(sql.Placeholder(name)) for name in levels
+    )
+    return sql.SQL(load_sql(__name__, "history.sql")).format(
+        through=sql.SQL("({}::date)").format(through),
+        levels=sql.SQL("ARRAY[{}]").format(values),
+        min_level=sql.SQL("least({})").format(values),
+        write_off_level=sql.SQL("{}::integer").format(sql.Placeholder(WRITE_OFF_LEVEL)),
+        **names,
+    )
+
+
+def last_of(dates_param: str) -> sql.Composed:
+    """The last date of a sorted date-array parameter (null when it is empty)."""
+    dates = sql.Placeholder(dates_param)
+    return sql.SQL("({d}::date[])[cardinality({d}::date[])]").format(d=dates)
 
 
 def delinquency_at(settings: Settings, loans: sql.Composable | None = None) -> sql.Composed:
@@ -24,14 +61,28 @@ def delinquency_at(settings: Settings, loans: sql.Composable | None = None) -> s
     names = source_names(settings)
     if loans is not None:
         names["loans"] = loans
-    return sql.SQL(load_sql(DPD_PACKAGE, "delinquency.sql")).format(**names)
+    history = arrears_history(settings, sql.Placeholder("as_of"), loans=loans)
+    return sql.SQL(load_sql(DPD_PACKAGE, "delinquency.sql")).format(history=history, **names)
 
 
 def loan_states_query(settings: Settings, dates_param: str) -> sql.Composed:
     """Loan states at every date of the ``dates_param`` parameter (a sorted date array), for the
-    loans that still owe principal then; columns as in dpd/loans."""
+    loans that owe more than the tolerance then; columns as in dpd/loans. It reads h_paid, h_due
+    and write_offs: the host's WITH list holds ``arrears_history`` up to the last of the dates
+    (``states_with_history`` composes both)."""
     return sql.SQL(load_sql(__name__, "loan_states.sql")).format(
         dates=sql.Placeholder(dates_param), **source_names(settings)
+    )
+
+
+def states_with_history(
+    settings: Settings, dates_param: str, levels: Sequence[str] = (WRITE_OFF_LEVEL,)
+) -> sql.Composed:
+    """WITH-list entries: the arrears history up to the last of the dates, then ``states`` (the
+    loan states at every date); the host continues its WITH list after them."""
+    return sql.SQL("{history},\nstates AS MATERIALIZED ({states})").format(
+        history=arrears_history(settings, last_of(dates_param), levels),
+        states=loan_states_query(settings, dates_param),
     )
 
 

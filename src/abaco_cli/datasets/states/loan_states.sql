@@ -1,58 +1,41 @@
 -- Loan states at many dates: the rules of dpd/delinquency.sql evaluated at every date of
 -- the dates parameter (a sorted array of distinct dates, e.g. month-ends) in one pass.
 --
--- Columns as in dpd/loans (without company, product_type, maturity and last due dates), plus
--- the loan attributes the datasets weigh or date by. Only the loans that still owe principal
--- at a date get a row for it (principal_paid < principal): a loan not disbursed yet, or
--- repaid, has no outstanding, no written-off balance and is not active, so it adds nothing to
--- any balance, PAR, count of active loans or roll rate. Every row equals the row that delinquency.sql gives for the same loan and date
--- (tests/test_loan_states.py compares them loan by loan). delinquency.sql stays the statement
--- of the rules for one date; this query exists because running it once per date costs a full
--- pass over the book per date.
+-- Columns as in dpd/loans (without company, product_type, maturity and last due dates, gross
+-- write-off and recoveries), plus the loan attributes the datasets weigh or date by. Only the
+-- loans that owe more than the tolerance at a date get a row for it (principal - principal_paid
+-- > tolerance): a loan not disbursed yet, repaid or settled (its leftover cents) is not active
+-- and has no written-off balance worth a row, so it adds nothing to any balance, PAR, count of
+-- active loans or roll rate. Every row equals the row that delinquency.sql gives for the same
+-- loan and date (tests/test_loan_states.py compares them loan by loan). delinquency.sql stays
+-- the statement of the rules for one date; this query exists because running it once per date
+-- costs a full pass over the book per date.
+--
+-- It reads h_loans and write_offs of the arrears history (states/history.sql) up to the last
+-- of the dates, which the host query puts in its WITH list before it.
 --
 -- Most loans are simple between two dates: before a loan's first payment it has paid nothing,
 -- from its last payment on it has paid everything, and with one installment that installment
 -- is the oldest unpaid one whenever anything is past due. Only the dates between the first and
 -- last payment of a loan paid in several parts, and the dates after the first due date of a
 -- loan with several installments, need the payments and installments themselves.
-WITH paid_totals AS (
-    SELECT p.loan_id,
-           sum(p.principal_paid) AS principal_paid,
-           min(p.paid_on)        AS first_paid_on,
-           max(p.paid_on)        AS last_paid_on
-    FROM {payments} AS p
-    WHERE p.paid_on <= ({dates}::date[])[cardinality({dates}::date[])]
-    GROUP BY p.loan_id
-),
-due_totals AS (
-    SELECT s.loan_id,
-           count(*)             AS installments,
-           sum(s.principal_due) AS principal_due,
-           min(s.due_date)      AS first_due_date
-    FROM {payment_schedule} AS s
-    WHERE s.due_date < ({dates}::date[])[cardinality({dates}::date[])]
-    GROUP BY s.loan_id
-),
-pairs AS (
+WITH pairs AS (
     -- The dates at which a loan may still owe principal: from the first date on or after its
-    -- disbursement; up to the last date before its last payment when its payments add up to
-    -- the principal (a later date sees it repaid), else up to the last date.
+    -- disbursement; up to the last date before its last payment when its payments leave no
+    -- more than the tolerance (a later date sees it settled), else up to the last date.
     SELECT k, ({dates}::date[])[k] AS as_of_date, s.*
     FROM (
-        SELECT l.loan_id, l.customer_id, l.principal, l.written_off_date, l.disbursement_date,
+        SELECT l.loan_id, l.customer_id, l.principal, w.write_off_date, l.disbursement_date,
                l.interest_rate_apr, l.term_days, l.origination_fee, l.origination_fee_taxes,
-               t.principal_paid AS paid_total, t.first_paid_on, t.last_paid_on,
-               coalesce(u.installments, 0) AS installments, u.principal_due AS due_total,
-               u.first_due_date,
+               l.paid_total, l.first_paid_on, l.last_paid_on, l.installments, l.due_total,
+               l.first_due_date,
                width_bucket(l.disbursement_date - 1, {dates}::date[]) + 1 AS first_k,
-               CASE WHEN coalesce(t.principal_paid, 0) < l.principal
+               CASE WHEN l.principal - coalesce(l.paid_total, 0) > %(tolerance)s
                     THEN cardinality({dates}::date[])
-                    ELSE width_bucket(t.last_paid_on - 1, {dates}::date[])
+                    ELSE width_bucket(l.last_paid_on - 1, {dates}::date[])
                END AS last_k
-        FROM {loans} AS l
-        LEFT JOIN paid_totals AS t ON t.loan_id = l.loan_id
-        LEFT JOIN due_totals AS u ON u.loan_id = l.loan_id
-        WHERE l.disbursement_date <= ({dates}::date[])[cardinality({dates}::date[])]
+        FROM h_loans AS l
+        LEFT JOIN write_offs AS w ON w.loan_id = l.loan_id
     ) AS s
     CROSS JOIN LATERAL generate_series(s.first_k, s.last_k) AS k
     WHERE s.first_k <= s.last_k
@@ -76,7 +59,7 @@ owing AS (
         FROM pairs AS r
         OFFSET 0
     ) AS x
-    WHERE x.principal_paid < x.principal
+    WHERE x.principal - x.principal_paid > %(tolerance)s
 ),
 walked AS (
     -- Principal due before the date (an installment due on the date is not late yet) and, in
@@ -114,11 +97,10 @@ aged AS (
     FROM walked AS w
 ),
 flagged AS (
+    -- written off from the write-off date on, for good (version 2)
     SELECT a.*,
            coalesce(a.as_of_date - a.first_arrears_date, 0) AS days_past_due,
-           (coalesce(a.as_of_date - a.first_arrears_date, 0) > %(write_off_after_days)s
-            OR (a.written_off_date IS NOT NULL AND a.written_off_date <= a.as_of_date))
-               AS is_written_off
+           coalesce(a.write_off_date <= a.as_of_date, false) AS is_written_off
     FROM aged AS a
 )
 SELECT f.as_of_date                                      AS as_of_date,
@@ -140,7 +122,7 @@ SELECT f.as_of_date                                      AS as_of_date,
        f.last_payment_date                               AS last_payment_date,
        -- loan attributes the datasets weigh or date by
        f.disbursement_date                               AS disbursement_date,
-       f.written_off_date                                AS written_off_date,
+       CASE WHEN f.is_written_off THEN f.write_off_date END AS write_off_date,
        f.interest_rate_apr                               AS interest_rate_apr,
        f.term_days                                       AS term_days,
        f.origination_fee                                 AS origination_fee,
