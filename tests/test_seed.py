@@ -294,3 +294,36 @@ def test_no_personal_names(db_conninfo: str) -> None:
         assert scalar(
             conn, "SELECT bool_and(payment_id ~ '^PAY-[0-9]{8}$') FROM core_banking.payments"
         )
+
+
+def test_credit_risk_cases_are_in_the_book(db_conninfo: str) -> None:
+    # the cases the credit-risk figures (definitions version 2) need, found by plain SQL
+    seed(db_conninfo)
+    with psycopg.connect(db_conninfo) as conn:
+        paid = """
+            SELECT l.loan_id, l.principal, l.written_off_date, s.due_date,
+                   coalesce(sum(p.principal_paid), 0) AS paid, max(p.paid_on) AS last_paid_on
+            FROM core_banking.loans l
+            JOIN core_banking.payment_schedule s ON s.loan_id = l.loan_id
+            LEFT JOIN core_banking.payments p ON p.loan_id = l.loan_id
+            WHERE NOT EXISTS (SELECT FROM core_banking.payment_schedule x
+                              WHERE x.loan_id = l.loan_id AND x.installment_no = 2)
+            GROUP BY l.loan_id, l.principal, l.written_off_date, s.due_date
+        """
+        # settled with one cent left
+        cents = scalar(conn, f"SELECT count(*) FROM ({paid}) t WHERE principal - paid = 0.01")
+        # repaid in full more than 180 days after the due date (written off on day 181)
+        very_late = scalar(
+            conn,
+            f"SELECT count(*) FROM ({paid}) t WHERE paid = principal"
+            " AND last_paid_on > due_date + 180",
+        )
+        # cash received after the written_off_date: a recovery
+        recovered = scalar(conn, """
+            SELECT count(DISTINCT l.loan_id) FROM core_banking.loans l
+            JOIN core_banking.payments p ON p.loan_id = l.loan_id
+            WHERE p.paid_on >= l.written_off_date
+        """)  # fmt: skip
+    assert 5 <= cents <= 0.02 * LOANS
+    assert 3 <= very_late <= 0.02 * LOANS
+    assert recovered >= 3

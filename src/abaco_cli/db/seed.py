@@ -87,6 +87,8 @@ PLACES = (("San Salvador", "San Salvador"), ("Soyapango", "San Salvador"),
           ("Zacatecoluca", "La Paz"), ("Cojutepeque", "Cuscatlan"),
           ("La Union", "La Union"))  # fmt: skip
 DPD_BOUNDS = (0, 1, 31, 61, 91, 121, 181)  # lower bounds of the default delinquency buckets
+# Credit-risk cases, chosen by loan number (see _credit_risk_case and _recovery)
+CENTS_EVERY, VERY_LATE_EVERY, RECOVERED_EVERY = 89, 61, 5
 OTHER_COMPANY = {"ABT": "ABF", "ABF": "ABT"}
 TWO_DIGITS = tuple(f"{n:02d}" for n in range(100))
 CLOCKS = tuple(f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}+00" for s in range(86_400))
@@ -235,12 +237,17 @@ class _Portfolio:
         card_apr, fee_rate = _price(0 if disb <= cal.card_switch else 1, band, term, principal)
         apr = max(120_000, card_apr + max(-20_000, min(20_000, int(self.rng.gauss(0, 6_000)))))
         schedule = _schedule(disb, term, parts, principal, apr)
-        events, unpaid_due = self._payments(bisect_right(OUTCOMES[band], rnd()), disb, schedule)
+        outcome = bisect_right(OUTCOMES[band], rnd())
+        events, unpaid_due = self._payments(outcome, disb, schedule)
+        if parts == 1:
+            events = _credit_risk_case(i, outcome, disb + term, principal, events)
         if parts == 1 and self.uncovered:
             events = self._cover_buckets(disb + term, principal, events)
         written_off = None
         if unpaid_due is not None and unpaid_due + 181 <= cal.through and rnd() < 0.65:
             written_off = min(cal.through, unpaid_due + 181 + self.between(0, 90))
+        if unpaid_due is not None and i % RECOVERED_EVERY == 0:
+            events = _recovery(i, unpaid_due, principal, events)
         events = sorted(e for e in events if e[0] <= cal.through)
         last = max(disb, written_off or disb, events[-1][0] if events else disb)
         self.seq[company] += 1
@@ -353,6 +360,33 @@ class _Portfolio:
             if due < through and cumulative > paid + 1:
                 return "default" if through - due >= 90 else "current"
         return "current"
+
+
+def _credit_risk_case(
+    i: int, outcome: int, due: int, principal: int, events: list[Event]
+) -> list[Event]:
+    """Cases the credit-risk figures need, chosen by the loan's number so that the random
+    stream (every other loan) stays as it was: an on-time bullet loan that leaves one cent
+    unpaid (settled), and a late one repaid 181 to 400 days after its due date (written off
+    on day 181, the payment a recovery)."""
+    if len(events) != 1:
+        return events
+    day, paid, interest, fee, other, tax, fee_tax, rebate = events[0]
+    if outcome == ON_TIME and i % CENTS_EVERY == 0:
+        return [(day, paid - 1, interest, fee, other, tax, fee_tax, rebate)]
+    if outcome == LATE and i % VERY_LATE_EVERY == 0:
+        return [(due + 181 + i % 220, paid, interest, fee, other, tax, fee_tax, rebate)]
+    return events
+
+
+def _recovery(i: int, unpaid_due: int, principal: int, events: list[Event]) -> list[Event]:
+    """For some never-repaid loans: 20 % to 50 % of what they still owe, paid 200 to 299 days
+    after the due date of their first unpaid installment (after a write-off: a recovery)."""
+    owed = principal - sum(e[1] for e in events)
+    if owed <= 0:
+        return events
+    amount = owed * (20 + i % 31) // 100
+    return [*events, (unpaid_due + 200 + i % 100, amount, 0, 0, 0, 0, 0, 0)]
 
 
 def _schedule(disb: int, term: int, parts: int, principal: int, apr: int) -> list[Installment]:
