@@ -161,10 +161,12 @@ def test_grid_cells(db_conninfo: str, settings: Settings) -> None:
     assert p4["par_30_amount"] == Decimal("10000.00")  # 56 days past due
 
     p10 = cells[("factoring", "C", "0-30", "1K-5K")]
-    # written off (320 days past due): outstanding 0, so PAR30 is 0 / 0
+    # written off (320 days past due; on 2024-08-14 + 181 = 2025-02-11 with nothing paid):
+    # outstanding 0, so PAR30 is 0 / 0
     assert p10["outstanding"] == Decimal("0.00")
     assert p10["par_30"] is None
     assert p10["written_off_balance"] == Decimal("4000.00")
+    assert p10["gross_write_off"] == Decimal("4000.00")
     assert p10["written_off_share"] == approx(1.0)  # 4,000 / 4,000 disbursed
 
     p5 = cells[("factoring", "C", "31-60", "5K-25K")]
@@ -236,6 +238,45 @@ def test_money_is_exact_and_bands_are_configurable(db_conninfo: str, settings: S
         ("reverse_factoring", "A", "short", 1),  # P9 (30)
     ]
     assert rows[0]["window_from"] == date(2025, 3, 31)
+
+
+def test_grid_leaves_settled_cents_out_and_keeps_write_offs(
+    db_conninfo: str, settings: Settings
+) -> None:
+    # three band E loans of the 0-30 / 1K-5K cell (definitions version 2):
+    #   Q1 2,000 due 2025-01-31, 1,999.99 paid that day: 0.01 left, settled, not outstanding
+    #   Q2 3,000 due 2024-10-01, 500 paid 2024-11-01, written off on 2024-10-01 + 181 =
+    #      2025-03-31 (30 days to 10-31, 60 to 11-30, 91 to 12-31, 122 to 01-31, 150 to 02-28,
+    #      181 to 03-31) with 2,500, then repaid 2,500 on 2025-05-01 (a recovery): it stays
+    #      written off
+    #   Q3 1,000 due 2025-07-10, current
+    with Portfolio(db_conninfo) as book:
+        for loan_id, disbursed, due, principal, payments in (
+            ("Q1", date(2025, 1, 1), date(2025, 1, 31), "2000.00",
+             [(date(2025, 1, 31), "1999.99")]),
+            ("Q2", date(2024, 9, 1), date(2024, 10, 1), "3000.00",
+             [(date(2024, 11, 1), "500.00"), (date(2025, 5, 1), "2500.00")]),
+            ("Q3", date(2025, 6, 10), date(2025, 7, 10), "1000.00", []),
+        ):  # fmt: skip
+            book.loan(
+                loan_id,
+                customer_id=f"C{loan_id}",
+                disbursed=disbursed,
+                principal=principal,
+                risk_band="E",
+                schedule=[(due, principal)],
+                payments=payments,
+            )
+    [cell] = export_pricing(settings)["grid"].to_pylist()
+    assert (cell["risk_band"], cell["tenor_band"], cell["ticket_band"]) == ("E", "0-30", "1K-5K")
+    assert (cell["loans"], cell["disbursed"]) == (3, Decimal("6000.00"))
+    # outstanding: Q3's 1,000 only (Q1's cent is settled, Q2 is written off)
+    assert cell["outstanding"] == Decimal("1000.00")
+    assert (cell["par_30_amount"], cell["par_30"]) == (Decimal("0.00"), approx(0.0))
+    # Q2: nothing left to recover at D, but its gross write-off of 2,500 stays
+    assert cell["written_off_balance"] == Decimal("0.00")
+    assert cell["gross_write_off"] == Decimal("2500.00")
+    assert cell["written_off_share"] == approx(2500 / 6000)
 
 
 def test_empty_book_gives_empty_tables(settings: Settings) -> None:
