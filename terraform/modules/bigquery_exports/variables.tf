@@ -88,6 +88,16 @@ variable "tables" {
       table       = "customer_types"
       description = "New, recurrent, reactivated and recovered customers per month (abaco export analytics)."
     }
+    analytics_repayment_curve = {
+      dataset     = "analytics"
+      table       = "repayment_curve"
+      description = "Share of the principal due each month repaid by the due date + k days (abaco export analytics)."
+    }
+    analytics_provisions = {
+      dataset     = "analytics"
+      table       = "provisions"
+      description = "IFRS 9 provision matrix: exposure, loss rate and expected credit loss per stage (abaco export analytics)."
+    }
   }
 }
 
