@@ -1,4 +1,4 @@
-"""The dpd dataset against DOMAIN.md "Delinquency as of a date D", worked out by hand.
+"""The dpd dataset against docs/domain.md (days past due, write-off), worked out by hand.
 
 Each test inserts a small hand-built portfolio into a fresh database, exports the dpd dataset
 through the real service (``export_dataset``), reads the Parquet back and compares per-loan
@@ -268,7 +268,7 @@ def test_several_installments_oldest_unpaid_decides(
     assert row["days_past_due"] == dpd
     assert row["dpd_bucket"] == bucket
     assert row["last_payment_date"] == date(2024, 4, 25)
-    # last_due_date is not defined in DOMAIN.md; the implementation reports the latest
+    # last_due_date is not a rule of docs/domain.md; the implementation reports the latest
     # installment due on or before D.
     assert row["last_due_date"] == last_due
 
@@ -709,7 +709,7 @@ def test_aging_of_an_empty_portfolio_lists_every_bucket(settings: Settings) -> N
         assert (row["loans"], row["customers"]) == (0, 0)
         assert row["outstanding"] == dec("0.00")
         assert row["past_due_amount"] == dec("0.00")
-        # total outstanding is 0: a ratio over zero is null (DOMAIN.md shape rules)
+        # total outstanding is 0: a ratio over zero is null (docs/domain.md)
         assert row["share_of_outstanding"] is None
 
 

@@ -25,8 +25,8 @@ earlier AS (
     -- principal due before the window on the loans with an installment in it
     SELECT s.loan_id, sum(s.principal_due) AS principal_due
     FROM {payment_schedule} AS s
+    JOIN (SELECT DISTINCT w.loan_id FROM window_installments AS w) AS w ON w.loan_id = s.loan_id
     WHERE s.due_date < (%(period_months)s::date[])[1]
-      AND s.loan_id IN (SELECT w.loan_id FROM window_installments AS w)
     GROUP BY s.loan_id
 ),
 installments AS (
@@ -63,34 +63,35 @@ covered AS (
     JOIN offsets AS o ON i.due_date + o.k <= %(as_of)s
     LEFT JOIN paid AS t ON t.loan_id = i.loan_id
 ),
-per_loan AS (
-    -- a loan with one installment in the month is that installment; the others are grouped
-    SELECT c.month, c.k, c.principal_due, c.repaid,
-           c.repaid >= c.principal_due - %(tolerance)s AS fully_repaid
-    FROM covered AS c
-    WHERE c.in_month = 1
-    UNION ALL
-    SELECT c.month, c.k, sum(c.principal_due), sum(c.repaid),
-           bool_and(c.repaid >= c.principal_due - %(tolerance)s)
-    FROM covered AS c
-    WHERE c.in_month > 1
-    GROUP BY c.month, c.k, c.loan_id
-),
 totals AS (
-    SELECT x.month, x.k, count(*) AS loans, count(*) FILTER (WHERE x.fully_repaid) AS loans_repaid,
-           sum(x.principal_due) AS principal_due, sum(x.repaid) AS principal_repaid
-    FROM per_loan AS x
-    GROUP BY x.month, x.k
+    -- a loan with one installment in the month counts as that installment; the few loans
+    -- with several are gathered by id (all, and those with an installment not covered)
+    SELECT c.month, c.k,
+           count(*) FILTER (WHERE c.in_month = 1) AS single_loans,
+           count(*) FILTER (WHERE c.in_month = 1
+                              AND c.repaid >= c.principal_due - %(tolerance)s) AS single_repaid,
+           array_agg(c.loan_id) FILTER (WHERE c.in_month > 1) AS multi,
+           array_agg(c.loan_id) FILTER (WHERE c.in_month > 1
+                                          AND c.repaid < c.principal_due - %(tolerance)s)
+               AS multi_short,
+           sum(c.principal_due) AS principal_due, sum(c.repaid) AS principal_repaid
+    FROM covered AS c
+    GROUP BY c.month, c.k
 ),
 cells AS (
     SELECT m.month, m.last_day, o.k,
-           coalesce(t.loans, 0)            AS loans,
-           coalesce(t.loans_repaid, 0)     AS loans_repaid,
-           coalesce(t.principal_due, 0)    AS principal_due,
-           coalesce(t.principal_repaid, 0) AS principal_repaid
+           coalesce(t.single_loans, 0) + coalesce(x.multi, 0)               AS loans,
+           coalesce(t.single_repaid, 0) + coalesce(x.multi, 0) - coalesce(x.short, 0)
+                                                                            AS loans_repaid,
+           coalesce(t.principal_due, 0)                                     AS principal_due,
+           coalesce(t.principal_repaid, 0)                                  AS principal_repaid
     FROM months AS m
     CROSS JOIN offsets AS o
     LEFT JOIN totals AS t ON t.month = m.month AND t.k = o.k
+    LEFT JOIN LATERAL (
+        SELECT (SELECT count(DISTINCT a) FROM unnest(t.multi) AS a)       AS multi,
+               (SELECT count(DISTINCT a) FROM unnest(t.multi_short) AS a) AS short
+    ) AS x ON true
     WHERE m.month + o.k <= %(as_of)s
 )
 SELECT %(as_of)s::date                                                  AS as_of_date,

@@ -18,7 +18,7 @@ SCHEMA_VERSION = 2  # 2: grid gained gross_write_off; written_off_share is on it
 
 def window_after(as_of: date, months: int) -> date:
     """The day before the pricing window opens: D minus ``months`` months (the window is
-    (that day, D]; with 12 months it is DOMAIN.md's LTM)."""
+    (that day, D]; with 12 months it is the LTM of docs/domain.md)."""
     first = add_months(as_of.replace(day=1), -months)
     return first.replace(day=min(as_of.day, month_end(first).day))
 
