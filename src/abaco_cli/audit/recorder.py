@@ -32,7 +32,7 @@ from abaco_cli import __version__
 from abaco_cli.audit import sink
 from abaco_cli.audit.actor import current_actor, host_id
 from abaco_cli.audit.chain import AuditLog
-from abaco_cli.db.connect import source_identity
+from abaco_cli.db.source import SourceIdentity, source_identity
 from abaco_cli.errors import AbacoError, AuditLogError, ExitCode, InterruptedRun
 from abaco_cli.redaction import Redactor, redacted_settings
 from abaco_cli.runtime.manifest import iso_time
@@ -94,14 +94,12 @@ class AuditRecorder:
         self._actor = current_actor()
         self._config_hash = config_hash(settings)
 
+    connected: SourceIdentity | None = None  # what the run's connection reported (Run sets it)
+
     def _source(self) -> dict[str, str]:
-        identity = source_identity(self.settings)
-        return {
-            "host": identity.host,
-            "port": identity.port,
-            "database": identity.database,
-            "user": identity.user,
-        }
+        """What the connection reported once the run connected (records from then on); before
+        that, what the configuration resolves to (URL, service file, PG* variables, defaults)."""
+        return (self.connected or source_identity(self.settings)).to_json()
 
     def record(self, run: AuditedRun, event: str, **end: Any) -> dict[str, Any]:
         """A record's fields (without seq and hashes); free text redacted."""

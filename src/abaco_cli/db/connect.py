@@ -1,16 +1,15 @@
-"""Connecting to the source: libpq conninfo, pooler-safe options, bounded retries."""
+"""Connecting to the source: libpq conninfo, pooler-safe options, bounded retries; a failure
+with nothing configured says so, and a transaction-mode pooler's port gets one warning."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg import IsolationLevel
-from psycopg.conninfo import conninfo_to_dict
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -21,78 +20,88 @@ from tenacity import (
 )
 
 from abaco_cli.db.classify import TransientSourceError, classify
-from abaco_cli.errors import ConfigurationError
+from abaco_cli.db.source import (
+    CONNECTION_VARIABLES,
+    URL_VARIABLE,
+    SourceIdentity,
+    conninfo_of,
+    describe,
+    nothing_configured,
+    source_identity,
+)
+from abaco_cli.errors import AbacoError, ConfigurationError
 from abaco_cli.redaction import Redactor
 from abaco_cli.settings import Settings
 
+__all__ = [
+    "Connection",
+    "SourceIdentity",
+    "connect",
+    "snapshot",
+    "source_identity",
+    "transaction_pooler_warning",
+    "with_retries",
+]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Connection = psycopg.Connection[Any]
-
-
-@dataclass(frozen=True)
-class SourceIdentity:
-    """Where the source lives, safe to print: no password."""
-
-    host: str
-    port: str
-    database: str
-    user: str
-
-    def __str__(self) -> str:
-        return f"{self.user}@{self.host}:{self.port}/{self.database}"
-
-
-def _conninfo(settings: Settings) -> str:
-    raw = settings.database_url.get_secret_value() if settings.database_url else ""
-    try:
-        conninfo_to_dict(raw)  # validates syntax without connecting
-    except psycopg.ProgrammingError:
-        raise ConfigurationError(
-            "ABACO_DATABASE_URL is not a valid libpq connection string or URL"
-        ) from None
-    return raw
-
-
-def source_identity(settings: Settings) -> SourceIdentity:
-    """Host, port, database and user as libpq would resolve them (environment included)."""
-    import os
-
-    try:
-        params = conninfo_to_dict(_conninfo(settings))
-    except ConfigurationError:
-        params = {}
-
-    def pick(key: str, env: str, default: str) -> str:
-        return str(params.get(key) or os.environ.get(env) or default)
-
-    user = pick("user", "PGUSER", os.environ.get("USER", ""))
-    return SourceIdentity(
-        host=pick("host", "PGHOST", "localhost"),
-        port=pick("port", "PGPORT", "5432"),
-        database=pick("dbname", "PGDATABASE", user),
-        user=user,
-    )
+# Supabase's shared pooler (Supavisor) in transaction mode listens on 6543 (session mode: 5432).
+TRANSACTION_POOLER_PORT = "6543"
+_warned: set[str] = set()  # sources already warned about in this process (one line each)
 
 
 def connect(settings: Settings, *, read_only: bool = True) -> Connection:
     """Open one connection (no retry here); raises abaco errors, never psycopg ones."""
-    conninfo = _conninfo(settings)
+    conninfo = conninfo_of(settings)
     try:
         conn = psycopg.connect(
             conninfo,
             application_name=settings.application_name,
             connect_timeout=settings.connect_timeout_seconds,
-            prepare_threshold=None,  # Supabase's pooler is PgBouncer in transaction mode
+            prepare_threshold=None,  # no prepared statements: poolers in transaction mode
         )
     except psycopg.Error as exc:
-        raise classify(
+        error = classify(
             exc, redactor=Redactor.from_settings(settings), during="connecting to the source"
-        ) from None
+        )
+        if nothing_configured(settings):
+            raise _nothing_configured(error, settings) from None
+        raise error from None
+    identity = SourceIdentity.of(conn)
+    warning = transaction_pooler_warning(identity)
+    if warning is not None and str(identity) not in _warned:
+        _warned.add(str(identity))  # once per process, not once per connection
+        log.warning("%s", warning)
     if read_only:
         conn.isolation_level = IsolationLevel.REPEATABLE_READ
         conn.read_only = True
     return conn
+
+
+def transaction_pooler_warning(identity: SourceIdentity) -> str | None:
+    """One line when the port is that of a transaction-mode pooler (Supabase's 6543)."""
+    if identity.port != TRANSACTION_POOLER_PORT:
+        return None
+    return (
+        f"{identity.host}:{identity.port} looks like Supabase's transaction pooler (Supavisor, "
+        "transaction mode), which keeps no session: an export holds one transaction per date "
+        "and shares its snapshot between connections; use the session pooler (port 5432 on "
+        "the same pooler host) or the direct connection (db.<project-ref>.supabase.co:5432), "
+        "see docs/supabase.md"
+    )
+
+
+def _nothing_configured(error: AbacoError, settings: Settings) -> ConfigurationError:
+    """libpq's defaults failed and nothing named a database: say that, not only the failure."""
+    guess = describe(settings).identity
+    return ConfigurationError(
+        f"no source database is configured ({URL_VARIABLE}, database_url and the PG* variables "
+        f"are all unset) and libpq's default, the local socket as user {guess.user!r}, failed: "
+        f"{error.message}",
+        hint=f"Set {URL_VARIABLE} (postgresql://user:password@host:5432/dbname), or the PG* "
+        f"variables ({', '.join(CONNECTION_VARIABLES)}) or a service file; "
+        "`abaco config show` says what abaco uses.",
+    )
 
 
 @contextmanager

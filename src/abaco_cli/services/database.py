@@ -11,7 +11,13 @@ import psycopg
 
 from abaco_cli.audit.sink import init_audit_table
 from abaco_cli.db.classify import classify
-from abaco_cli.db.connect import Connection, connect, source_identity, with_retries
+from abaco_cli.db.connect import (
+    Connection,
+    SourceIdentity,
+    connect,
+    source_identity,
+    with_retries,
+)
 from abaco_cli.db.contract import ContractProblem, check_contract, init_contract
 from abaco_cli.db.seed import SeedProgress, SeedResult, analyze, database_facts, seed_portfolio
 from abaco_cli.errors import ContractError, UsageError
@@ -43,11 +49,19 @@ class CheckResult:
         return not self.problems
 
 
-def _with_connection(settings: Settings, during: str, job: Callable[[Connection], T]) -> T:
-    """Connect (with retries), run ``job``, close; psycopg errors become abaco errors."""
+def _with_connection(
+    settings: Settings,
+    during: str,
+    job: Callable[[Connection], T],
+    on_connect: Callable[[SourceIdentity], None] | None = None,
+) -> T:
+    """Connect (with retries), tell ``on_connect`` what the connection reports, run ``job``,
+    close; psycopg errors become abaco errors."""
 
     def attempt() -> T:
         conn = connect(settings, read_only=False)
+        if on_connect is not None:
+            on_connect(SourceIdentity.of(conn))
         try:
             return job(conn)
         except psycopg.Error as exc:
@@ -65,19 +79,24 @@ def init_database(run: Run, *, audit: bool = False, audit_writer: str | None = N
     settings = run.settings
     with run.audited(arguments={"audit": audit, "audit_writer": audit_writer}) as record:
         created = _with_connection(
-            settings, "creating the source contract", lambda c: init_contract(c, settings.tables)
+            settings,
+            "creating the source contract",
+            lambda c: init_contract(c, settings.tables),
+            on_connect=run.connected,
         )
         tables = [str(getattr(settings.tables, role)) for role in settings.tables.roles()]
-        result = InitResult(str(source_identity(settings)), created, tables)
+        result = InitResult(str(run.source or source_identity(settings)), created, tables)
         if audit:
             target = settings
             if settings.audit.database_url is not None:
                 target = settings.model_copy(update={"database_url": settings.audit.database_url})
             table = settings.audit.table
+            audit_target: list[SourceIdentity] = []
             audit_created = _with_connection(
                 target,
                 "creating the audit table",
                 lambda c: init_audit_table(c, table, writer=audit_writer),
+                on_connect=audit_target.append,
             )
             result = InitResult(
                 result.source,
@@ -85,7 +104,7 @@ def init_database(run: Run, *, audit: bool = False, audit_writer: str | None = N
                 tables,
                 audit_table=table,
                 audit_created=audit_created,
-                audit_database=str(source_identity(target)),
+                audit_database=str(audit_target[-1]),
             )
         record.details = {
             "created": created,
@@ -98,10 +117,14 @@ def init_database(run: Run, *, audit: bool = False, audit_writer: str | None = N
 
 def check_database(settings: Settings) -> CheckResult:
     """Compare the database with the source contract."""
+    reached: list[SourceIdentity] = []
     problems = _with_connection(
-        settings, "checking the source contract", lambda c: check_contract(c, settings.tables)
+        settings,
+        "checking the source contract",
+        lambda c: check_contract(c, settings.tables),
+        on_connect=reached.append,
     )
-    return CheckResult(str(source_identity(settings)), problems)
+    return CheckResult(str(reached[-1]), problems)
 
 
 def seed_database(
@@ -152,7 +175,9 @@ def seed_database(
             "destroy": destroy,
         },
     ) as record:
-        result = _with_connection(settings, "seeding the synthetic portfolio", job)
+        result = _with_connection(
+            settings, "seeding the synthetic portfolio", job, on_connect=run.connected
+        )
         record.details = {
             "customers": result.customers,
             "loans": result.loans,

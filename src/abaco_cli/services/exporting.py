@@ -163,7 +163,7 @@ def _export(
         generated_at=iso(run.started),
         partition_columns=("as_of_date",),
     )
-    source = Source(settings)
+    source = Source(settings, on_connect=run.connected)
     try:
         for index, as_of in enumerate(as_of_dates, start=1):
             notify(
@@ -265,7 +265,7 @@ def _part(run: Run, staged: DatasetRun, as_of: date) -> DatasetPart:
             tree.relative(manifest_path),
             previous.problem.message,
         )
-    identity = source_identity(run.settings)
+    identity = run.source or source_identity(run.settings)
     manifest = Manifest(
         run_id=run.run_id,
         dataset=staged.spec.name,
@@ -274,7 +274,7 @@ def _part(run: Run, staged: DatasetRun, as_of: date) -> DatasetPart:
         tool_version=__version__,
         started_at=run.started,
         finished_at=utc_now(),
-        source={"host": identity.host, "database": identity.database},
+        source=identity.to_json(),
         files=tuple(entries),
     )
     moves = tuple(

@@ -19,6 +19,7 @@ from typing import Any
 
 from abaco_cli import metrics
 from abaco_cli.audit.recorder import AuditedRun, AuditRecorder, exit_code_of
+from abaco_cli.db.source import SourceIdentity
 from abaco_cli.errors import AbacoError, InterruptedRun, UnsafePathError, WriteError
 from abaco_cli.redaction import Redactor
 from abaco_cli.runtime import files, journal
@@ -65,6 +66,7 @@ class Run:
         self.signals = SignalGuard()
         self.audit: AuditedRun | None = None
         self.published: list[str] = []  # what this run made live, for the exit message
+        self.source: SourceIdentity | None = None  # what its connection reported (connected)
         self._recorder: AuditRecorder | None = None
         self._held = ExitStack()  # dataset locks, released after the audit's end record
         self._locked: set[str] = set()
@@ -76,6 +78,11 @@ class Run:
         if self._recorder is None:
             self._recorder = AuditRecorder(self.settings, self.redactor)
         return self._recorder
+
+    def connected(self, identity: SourceIdentity) -> None:
+        """A connection of this run reported where it is: manifests and audit records say so."""
+        self.source = identity
+        self.recorder.connected = identity
 
     # ------------------------------------------------------------------------------ the audit
 

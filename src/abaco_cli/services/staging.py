@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from abaco_cli.datasets.base import DatasetSpec, DeriveContext, Params, TableSpec
 from abaco_cli.db.classify import classify
-from abaco_cli.db.connect import Connection, connect, snapshot
+from abaco_cli.db.connect import Connection, SourceIdentity, connect, snapshot
 from abaco_cli.db.snapshot import export_snapshot, import_snapshot
 from abaco_cli.db.stream import QueryStream
 from abaco_cli.errors import UnsafePathError
@@ -120,14 +120,19 @@ class Source:
     """The run's connections, reused across dates; dropped after a failure so a retry
     reconnects. The first one holds the snapshot; helpers join it for parallel queries."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, on_connect: Callable[[SourceIdentity], None] | None = None
+    ) -> None:
         self.settings = settings
         self.conn: Connection | None = None
         self.helpers: list[Connection] = []
+        self.on_connect = on_connect  # told what the first connection reports (conn.info)
 
     def get(self) -> Connection:
         if self.conn is None or self.conn.closed:
             self.conn = connect(self.settings)
+            if self.on_connect is not None:
+                self.on_connect(SourceIdentity.of(self.conn))
         return self.conn
 
     def get_helpers(self, count: int) -> list[Connection]:
