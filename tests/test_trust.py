@@ -290,7 +290,7 @@ def test_a_runtime_dir_that_is_itself_a_link_is_fine(
         (["export", "nothing"], "No such command 'nothing'"),
         (["export", "dpd", "--as-of"], "Option '--as-of' requires an argument"),
         (["prune", "--keep-last", "two"], "Invalid value for '--keep-last'"),
-        (["--log-format", "xml", "healthcheck"], "choose plain or json"),
+        (["--log-format", "xml", "healthcheck"], "'xml' is not one of 'plain', 'json'"),
         (["export", "dpd", "--as-of", "30/06/2025"], "is not a date"),
     ],
 )

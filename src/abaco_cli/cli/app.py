@@ -8,10 +8,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from abaco_cli import __version__
 from abaco_cli.cli import audit, config, console, db, demo, export, health, kpi, prune
@@ -20,6 +20,7 @@ from abaco_cli.cli.console import setup_logging
 from abaco_cli.errors import AbacoError, ExitCode, InterruptedRun
 
 log = logging.getLogger("abaco")
+LogFormat = Literal["plain", "json"]
 
 
 def _one_line(text: str) -> str:
@@ -29,7 +30,8 @@ def _one_line(text: str) -> str:
 def run_guarded(call: Callable[[], Any]) -> int:
     """Run the command line and map whatever ends it to an exit code: usage errors (click's
     included), abaco's errors, interrupts and anything unexpected, each as one line on stderr
-    (the traceback only with --debug)."""
+    (a JSON object under --log-format json; the traceback only with --debug) and, under
+    --json, as a JSON object on stdout. A reader that closed stdout is not an error."""
     try:
         result = call()
     except typer.TyperException as exc:  # click's usage errors: a bad option, value, command
@@ -38,37 +40,90 @@ def run_guarded(call: Callable[[], Any]) -> int:
             return int(ExitCode.USAGE)
         context = getattr(exc, "ctx", None)
         where = f" (see `{context.command_path} --help`)" if context is not None else ""
-        console.error_line(f"{_one_line(exc.format_message())}{where}")
-        return int(getattr(exc, "exit_code", ExitCode.USAGE))
+        code = int(getattr(exc, "exit_code", ExitCode.USAGE))
+        console.failed(f"{_one_line(exc.format_message())}{where}", exit_code=code)
+        return code
     except typer.Abort:
-        console.error_line("aborted")
+        console.failed("aborted", exit_code=int(ExitCode.FAILED))
         return int(ExitCode.FAILED)
     except AbacoError as exc:
         if console.debug_enabled():
             log.exception("failed")
-        console.error(exc)
+        console.failed(exc.message, hint=exc.hint, exit_code=int(exc.exit_code))
         return int(exc.exit_code)
     except InterruptedRun as exc:
         detail = exc.message or "nothing was published"
-        console.error_line(f"interrupted by {exc.signal_name}: {detail}")
+        console.failed(
+            f"interrupted by {exc.signal_name}: {detail}", exit_code=int(ExitCode.INTERRUPTED)
+        )
         return int(ExitCode.INTERRUPTED)
     except KeyboardInterrupt:
-        console.error_line("interrupted before anything was written")
-        return int(ExitCode.INTERRUPTED)
-    except Exception as exc:
-        if console.debug_enabled():
-            log.exception("unexpected error")
-        message = console.current_redactor().text(_one_line(str(exc)) or type(exc).__name__)
-        console.error_line(
-            f"unexpected {type(exc).__name__}: {message} (this is a bug in abaco; "
-            "`abaco --debug ...` shows the traceback)"
+        console.failed(
+            "interrupted before anything was written", exit_code=int(ExitCode.INTERRUPTED)
         )
-        return int(ExitCode.FAILED)
+        return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        if console.stdout_closed():  # help or version text into `| head`: not a failure
+            console.discard_stdout()
+            return int(ExitCode.OK)
+        return _unexpected(BrokenPipeError("a pipe other than stdout was closed"))
+    except SystemExit as exc:
+        if exc.code == 1 and console.stdout_closed():  # rich met `| head` printing help
+            return int(ExitCode.OK)
+        raise
+    except Exception as exc:  # noqa: BLE001 - the one place that reports whatever else ends a run
+        return _unexpected(exc)
     if isinstance(result, int) and not isinstance(result, bool):
         if result == int(ExitCode.INTERRUPTED):
-            console.error_line("interrupted before anything was written")
+            console.failed(
+                "interrupted before anything was written", exit_code=int(ExitCode.INTERRUPTED)
+            )
         return result
     return int(ExitCode.OK)
+
+
+def _unexpected(exc: Exception) -> int:
+    if console.debug_enabled():
+        log.exception("unexpected error", exc_info=exc)
+    message = console.current_redactor().text(_one_line(str(exc)) or type(exc).__name__)
+    console.failed(
+        f"unexpected {type(exc).__name__}: {message} (this is a bug in abaco; "
+        "`abaco --debug ...` shows the traceback)",
+        exit_code=int(ExitCode.FAILED),
+    )
+    return int(ExitCode.FAILED)
+
+
+def _wanted_output(args: Sequence[str]) -> tuple[str, bool]:
+    """--log-format and --json as the command line gives them, read before click parses it,
+    so that even a usage error comes out in the format asked for."""
+    words = list(args)
+    if "--" in words:
+        words = words[: words.index("--")]
+    log_format = os.environ.get("ABACO_LOG_FORMAT", "plain")
+    for index, word in enumerate(words):
+        if word == "--log-format" and index + 1 < len(words):
+            log_format = words[index + 1]
+        elif word.startswith("--log-format="):
+            log_format = word.partition("=")[2]
+    return ("json" if log_format == "json" else "plain"), "--json" in words
+
+
+def _flags_take_no_value() -> None:
+    """Typer's rich help prints `<bool>` after a flag (`--json <bool>`) as if it took a value;
+    a flag shows no value type, like in click's plain help."""
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "abaco_flags", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich.abaco_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
 
 
 class AbacoGroup(TyperGroup):
@@ -84,6 +139,8 @@ class AbacoGroup(TyperGroup):
         windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
+        log_format, json_result = _wanted_output(sys.argv[1:] if args is None else args)
+        console.begin(log_format=log_format, json_result=json_result)
         code = run_guarded(
             lambda: super(AbacoGroup, self).main(
                 args,
@@ -145,10 +202,11 @@ def root(
         ),
     ] = None,
     log_format: Annotated[
-        str | None,
+        LogFormat | None,
         typer.Option(
             "--log-format",
-            help="Log lines on stderr: plain or json (default: plain).",
+            help="Log lines (and the error line) on stderr: plain, or json for one JSON object "
+            "a line. Default: $ABACO_LOG_FORMAT, else plain.",
             show_default=False,
         ),
     ] = None,
@@ -165,8 +223,6 @@ def root(
     overrides: dict[str, object] = {}
     if runtime_dir is not None:
         overrides["runtime_dir"] = runtime_dir
-    if log_format is not None and log_format not in ("plain", "json"):
-        raise typer.BadParameter("choose plain or json", param_hint="--log-format")
     ctx.obj = AppState(config_file=config_file, overrides=overrides, debug=debug)
     chosen = log_format or os.environ.get("ABACO_LOG_FORMAT", "plain")
     setup_logging("json" if chosen == "json" else "plain", debug=debug)

@@ -8,6 +8,7 @@ import typer
 
 from abaco_cli.cli import console
 from abaco_cli.cli.common import state
+from abaco_cli.cli.params import complete_each, metavar
 from abaco_cli.errors import AbacoError, ConfigurationError
 from abaco_cli.services.health import CHECKS, State, parse_checks, run_healthcheck
 
@@ -19,7 +20,9 @@ def healthcheck_command(
         str | None,
         typer.Option(
             "--check",
-            help=f"Comma-separated checks to run (default: all): {','.join(CHECKS)}.",
+            help=f"Comma-separated checks to run (default: all): {', '.join(CHECKS)}.",
+            metavar=metavar("check"),
+            autocompletion=complete_each(CHECKS),
             show_default=False,
         ),
     ] = None,
@@ -32,8 +35,8 @@ def healthcheck_command(
     """
     try:
         chosen = parse_checks(check)
-    except ValueError as exc:
-        console.stderr.print(f"abaco: error: --check: {exc}", highlight=False, markup=False)
+    except ValueError as exc:  # the plugin convention: UNKNOWN (3), not a usage error (2)
+        console.failed(f"--check: {exc}", exit_code=int(State.UNKNOWN))
         raise typer.Exit(int(State.UNKNOWN)) from None
     settings = None
     config_error = None
