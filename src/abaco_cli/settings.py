@@ -6,8 +6,11 @@ Nested sections use a double underscore in the environment, for example
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import tomllib
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,6 +21,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -500,19 +504,125 @@ def config_file_path(explicit: Path | None = None) -> Path | None:
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Build the effective settings; command-line flags arrive as ``overrides``."""
+    """Build the effective settings; command-line flags arrive as ``overrides``. An invalid
+    value is reported with the place it came from: the flag, the ``ABACO_*`` variable (which
+    wins over the file) or the configuration file, and the setting's dotted key."""
     path = config_file_path(config_file)
+    given = {k: v for k, v in overrides.items() if v is not None}
     Settings._config_file = path
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        return Settings(**given)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "configuration"
-        source = f" (from {path})" if path else ""
-        raise ConfigurationError(
-            f"invalid configuration{source}: {where}: {first['msg']}"
-        ) from None
+        problems = [_invalid(error, path, given) for error in exc.errors()]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        message, hint = problems[0]
+        raise ConfigurationError(f"invalid configuration: {message}{more}", hint=hint) from None
+    except SettingsError as exc:  # an ABACO_* value that had to be JSON and is not
+        message, hint = _undecodable(str(exc), path)
+        raise ConfigurationError(message, hint=hint) from None
     except (OSError, ValueError) as exc:  # an unreadable or malformed TOML file
-        raise ConfigurationError(f"cannot read configuration {path}: {exc}") from None
+        raise ConfigurationError(f"cannot read the configuration file {path}: {exc}") from None
     finally:
         Settings._config_file = None  # a later Settings() reads no file unless asked
+
+
+_SECRET_WORDS = ("url", "password", "secret", "key", "token")
+_ENV_PREFIX = "ABACO_"
+_SHOW_HINT = "`abaco config show` prints the effective configuration."
+
+
+def _env_name(keys: Sequence[str]) -> str:
+    return _ENV_PREFIX + "__".join(k.upper() for k in keys)
+
+
+def _environment() -> dict[str, str]:
+    """ABACO_* variables by upper-case name (pydantic-settings ignores the case)."""
+    return {k.upper(): v for k, v in os.environ.items() if k.upper().startswith(_ENV_PREFIX)}
+
+
+def _shown(keys: Sequence[str], value: object) -> str:
+    if any(word in part.lower() for part in keys for word in _SECRET_WORDS):
+        return ""
+    text = repr(value)
+    return f" = {text[:60] + '...' if len(text) > 60 else text}"
+
+
+def _in_file(path: Path | None, keys: Sequence[str]) -> str | None:
+    """None when the file does not set ``keys``; else "value" (a leaf) or "table"."""
+    if path is None:
+        return None
+    try:
+        data: Any = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for key in keys:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return "table" if isinstance(data, dict) else "value"
+
+
+def _invalid(error: Any, path: Path | None, given: dict[str, Any]) -> tuple[str, str]:
+    """One validation error as `key = value from SOURCE: what is wrong`, and a hint."""
+    keys = [str(k) for k in error["loc"] if not isinstance(k, int)]
+    dotted = ".".join(keys) or "configuration"
+    what = str(error["msg"]).removeprefix("Value error, ")
+    shown = _shown(keys, error.get("input"))
+    environment = _environment()
+    if keys and keys[0] in given:
+        flag = "--" + keys[0].replace("_", "-")
+        return f"{dotted}{shown} from {flag}: {what}", f"Fix {flag} on the command line."
+    for depth in range(len(keys), 0, -1):  # the variable of this key, or of a parent table
+        name = _env_name(keys[:depth])
+        if name in environment:
+            return (
+                f"{dotted}{shown} from the environment variable {name}: {what}",
+                f"Fix or unset {name} (it wins over the configuration file); {_SHOW_HINT}",
+            )
+    deeper = sorted(n for n in environment if n.startswith(_env_name(keys) + "__"))
+    in_file = _in_file(path, keys)
+    if in_file == "value" or (path is not None and not deeper and in_file is None):
+        return f"{dotted}{shown} in {path}: {what}", f"Fix {dotted} in {path}; {_SHOW_HINT}"
+    places = [*deeper, *([f"{path} [{dotted}]"] if in_file else [])]
+    if places:
+        return (
+            f"{dotted} from {' and '.join(places)}: {what}",
+            f"Fix the values of {dotted} there; {_SHOW_HINT}",
+        )
+    return f"{dotted}: {what}", ConfigurationError.default_hint
+
+
+def _undecodable(text: str, path: Path | None) -> tuple[str, str]:
+    """pydantic-settings could not decode a value (a list or table from the environment must
+    be JSON): name the variable and show how to write it."""
+    match = re.search(r'field "(\w+)" from source "(\w+)"', text)
+    field, source = (match.group(1), match.group(2)) if match else ("", "")
+    if source != "EnvSettingsSource":
+        where = f"the configuration file {path}" if path else "the configuration"
+        return f"cannot read {where}: {text}", ConfigurationError.default_hint
+    name = _env_name([field])
+    environment = _environment()
+    candidates = sorted(n for n in environment if n == name or n.startswith(name + "__"))
+    for candidate in candidates:
+        value = environment[candidate]
+        try:
+            json.loads(value)
+        except ValueError:
+            keys = candidate.removeprefix(_ENV_PREFIX).lower().split("__")
+            items = [item.strip() for item in value.split(",")]
+            example = (
+                "[" + ",".join(items) + "]"
+                if all(item.lstrip("-").isdigit() for item in items)
+                else json.dumps(items, separators=(",", ":"))
+            )
+            shown = _shown(keys, value)
+            return (
+                f"invalid configuration: {'.'.join(keys)}{shown} from the environment variable "
+                f"{candidate}: a list or table in an ABACO_* variable is written as JSON",
+                f"Write it as JSON, e.g. {candidate}='{example}'; {_SHOW_HINT}",
+            )
+    named = ", ".join(candidates) or name
+    return (
+        f"invalid configuration: {field} from the environment ({named}): {text}",
+        f"Lists and tables in ABACO_* variables are written as JSON; {_SHOW_HINT}",
+    )
