@@ -14,14 +14,17 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, write_to_textfile
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from abaco_cli.runtime.inventory import read_pointer, read_run
+from abaco_cli.runtime.manifest import ManifestFile
 from abaco_cli.runtime.tree import RuntimeTree
 from abaco_cli.settings import Settings
 
@@ -70,13 +73,14 @@ _FAMILIES = (
     Family(
         "abaco_export_rows",
         "gauge",
-        "Rows per table in the dataset's last successful export (newest as-of date of the run).",
+        "Rows per table of the dataset's newest as-of date (what latest.json names; a "
+        "backfill of older dates leaves it).",
         ("dataset", "table"),
     ),
     Family(
         "abaco_export_bytes",
         "gauge",
-        "Bytes of every file of the dataset's last successful export (newest as-of date).",
+        "Bytes of every file of the dataset's newest as-of date (what latest.json names).",
         ("dataset",),
     ),
     Family(
@@ -270,8 +274,31 @@ class DatasetRun:
     finished: float  # unix time
     duration_seconds: float
     freshness_limit_seconds: float
-    rows: dict[str, int] = field(default_factory=dict)  # table -> rows (newest as-of date)
+    rows: dict[str, int] = field(default_factory=dict)  # table -> rows (newest_sizes)
     bytes: int = 0
+
+
+def newest_sizes(
+    settings: Settings, dataset: str, as_of: date | None, files: Sequence[ManifestFile]
+) -> tuple[dict[str, int], int]:
+    """Rows per table and bytes of the dataset's newest as-of date: the files of this run's
+    newest date, unless latest.json names a newer date (a backfill of older dates), whose
+    manifest then gives them. Gauges describe the newest date, never the last one written."""
+    tree = RuntimeTree.at(settings.runtime_dir)
+    pointer = read_pointer(tree, dataset)
+    if (
+        pointer is not None
+        and pointer.as_of is not None
+        and pointer.manifest is not None
+        and (as_of is None or pointer.as_of > as_of)
+    ):
+        latest = read_run(tree, dataset, pointer.manifest, marked=False).manifest
+        if latest is not None:
+            files = latest.files
+    rows: dict[str, int] = {}
+    for entry in files:
+        rows[entry.table] = max(rows.get(entry.table, 0), entry.rows)
+    return rows, sum(entry.bytes for entry in files)
 
 
 def export_update(runs: list[DatasetRun]) -> MetricsUpdate:

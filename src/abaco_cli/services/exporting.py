@@ -213,9 +213,9 @@ def _export_metrics(
     for spec in specs:
         mine = [r for r in results if r.dataset == spec.name]
         newest = max(mine, key=lambda r: r.as_of, default=None)
-        rows: dict[str, int] = {}
-        for record in newest.files if newest else []:
-            rows[record.table] = max(rows.get(record.table, 0), record.rows)
+        rows, size = metrics.newest_sizes(
+            settings, spec.name, newest.as_of if newest else None, newest.files if newest else []
+        )
         runs.append(
             metrics.DatasetRun(
                 dataset=spec.name,
@@ -224,7 +224,7 @@ def _export_metrics(
                 duration_seconds=duration,
                 freshness_limit_seconds=settings.health.freshness_hours.hours(spec.name) * 3600,
                 rows=rows,
-                bytes=sum(f.bytes for f in newest.files) if newest else 0,
+                bytes=size,
             )
         )
     return metrics.export_update(runs)
