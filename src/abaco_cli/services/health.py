@@ -345,9 +345,10 @@ def _disk(ctx: _Context) -> Check:
     ratio = usage.free / usage.total if usage.total else 0.0
     ctx.disk_free_ratio = ratio
     health = ctx.settings.health
+    # Plugin thresholds are ranges of good values: "10:" alerts below 10 (not above it).
     ctx.perfdata.append(
-        f"disk_free={ratio * 100:.1f}%;{health.disk_free_warning_ratio * 100:g};"
-        f"{health.disk_free_critical_ratio * 100:g};0;100"
+        f"disk_free={ratio * 100:.1f}%;{health.disk_free_warning_ratio * 100:g}:;"
+        f"{health.disk_free_critical_ratio * 100:g}:;0;100"
     )
     text = f"{ratio:.1%} free on {target} ({usage.free / 2**30:.1f} GiB)"
     details = {"free_ratio": round(ratio, 4), "free_bytes": usage.free, "path": str(target)}
