@@ -38,7 +38,11 @@ def demo_command(
         ),
     ] = None,
     keep: Annotated[
-        bool, typer.Option("--keep", help="Leave the server running and print its DSN.")
+        bool,
+        typer.Option(
+            "--keep",
+            help="Leave the server running; print its DSN and the command that stops it.",
+        ),
     ] = False,
 ) -> None:
     """Start a private PostgreSQL, seed a synthetic portfolio, export, show what was written.
@@ -96,3 +100,6 @@ def demo_command(
         console.stdout.print(
             f"export ABACO_DATABASE_URL='{result.dsn}'", highlight=False, markup=False
         )
+    if result.stop_command:
+        console.info("stop it and remove its files with:")
+        console.stdout.print(result.stop_command, highlight=False, markup=False, soft_wrap=True)

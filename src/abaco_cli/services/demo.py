@@ -8,6 +8,10 @@ minimal environment (pgcluster.py) and is removed afterwards unless asked to sta
 
 from __future__ import annotations
 
+import os
+import pwd
+import shlex
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -17,7 +21,7 @@ from pydantic import SecretStr
 
 from abaco_cli.datasets import REGISTRY
 from abaco_cli.errors import UsageError
-from abaco_cli.pgcluster import LocalCluster
+from abaco_cli.pgcluster import LocalCluster, find_server_bindir
 from abaco_cli.runtime.inventory import dataset_dirs, exported_runs
 from abaco_cli.runtime.tree import RuntimeTree
 from abaco_cli.services.database import init_database, seed_database
@@ -37,6 +41,22 @@ class DemoResult:
     as_of: date
     runtime_dir: Path
     exports: list[ExportResult] = field(default_factory=list)
+    stop_command: str | None = None  # with keep: the shell command that stops and removes it
+
+
+def stop_command(cluster: LocalCluster) -> str:
+    """The shell line that stops a kept server (`pg_ctl stop`, as the user who runs it when
+    that is not the caller: PostgreSQL refuses root) and removes its folder."""
+    data, base = cluster.data_dir, cluster.base_dir
+    pg_ctl = shlex.join(
+        [str(find_server_bindir() / "pg_ctl"), "stop", "-m", "fast", "-D", str(data)]
+    )
+    owner = data.stat().st_uid
+    if owner != os.geteuid():
+        name = pwd.getpwuid(owner).pw_name
+        switch = ["runuser", "-u", name, "--"] if shutil.which("runuser") else ["sudo", "-u", name]
+        pg_ctl = f"{shlex.join(switch)} {pg_ctl}"
+    return f"{pg_ctl} && rm -rf {shlex.quote(str(base))}"
 
 
 def demo_settings(settings: Settings, runtime_dir: Path) -> Settings:
@@ -119,6 +139,7 @@ def run_demo(
             seeded.loans,
             as_of,
             RuntimeTree.at(local.runtime_dir).root,
+            stop_command=stop_command(cluster) if keep else None,
         )
         say(f"exporting every dataset as of {as_of} (abaco export all --as-of {as_of})")
         result.exports = export_datasets(
