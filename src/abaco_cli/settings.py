@@ -414,6 +414,37 @@ class PruneSettings(BaseModel):
         return value
 
 
+class DataQualityPolicy(BaseModel):
+    """Data-quality checks of the source (`abaco db check --data`, and before every export).
+
+    A check that finds rows fails the run when its severity's policy says ``fail``:
+    ``on_error`` for error checks (default fail), ``on_warning`` for warning checks (default
+    warn: logged and recorded, the figures still go out). ``checks`` overrides the severity of
+    one check, or turns it off: ``{overpayment = "error", duplicate_installment = "off"}``.
+    """
+
+    on_error: str = Field(default="fail", pattern="^(fail|warn)$")
+    on_warning: str = Field(default="warn", pattern="^(warn|fail)$")
+    checks: dict[str, str] = Field(
+        default_factory=dict, description="check name -> error, warning or off"
+    )
+
+    @field_validator("checks")
+    @classmethod
+    def _known_checks(cls, value: dict[str, str]) -> dict[str, str]:
+        from abaco_cli.quality.catalogue import CHECK_NAMES  # names only; imported when used
+
+        unknown = sorted(set(value) - set(CHECK_NAMES))
+        if unknown:
+            raise ValueError(
+                f"unknown check {', '.join(unknown)}; the checks are {', '.join(CHECK_NAMES)}"
+            )
+        for name, severity in value.items():
+            if severity not in ("error", "warning", "off"):
+                raise ValueError(f"{name}: {severity!r} is not error, warning or off")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything abaco reads from configuration."""
 
@@ -459,6 +490,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     prune: PruneSettings = Field(default_factory=PruneSettings)
+    dq: DataQualityPolicy = Field(default_factory=DataQualityPolicy)
 
     @field_validator("business_timezone")
     @classmethod
