@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, write_to_textfile
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -27,6 +28,9 @@ from abaco_cli.runtime.inventory import read_pointer, read_run
 from abaco_cli.runtime.manifest import ManifestFile
 from abaco_cli.runtime.tree import RuntimeTree
 from abaco_cli.settings import Settings
+
+if TYPE_CHECKING:
+    from abaco_cli.quality.checks import QualityReport
 
 log = logging.getLogger("abaco.metrics")
 LabelKey = tuple[tuple[str, str], ...]
@@ -118,6 +122,34 @@ _FAMILIES = (
         "abaco_disk_free_ratio",
         "gauge",
         "Free share of the file system holding the runtime tree (0 to 1).",
+    ),
+    Family(
+        "abaco_dq_last_run_timestamp_seconds",
+        "gauge",
+        "Unix time the last data-quality run (db check --data, or an export's) ended.",
+    ),
+    Family(
+        "abaco_dq_last_status",
+        "gauge",
+        "Verdict of the last data-quality run: 1 the figures may go out (nothing found, or only "
+        "what dq.on_error / dq.on_warning let through), 0 the policy stops them.",
+    ),
+    Family(
+        "abaco_dq_duration_seconds",
+        "gauge",
+        "Wall time of the last data-quality run.",
+    ),
+    Family(
+        "abaco_dq_failed_checks",
+        "gauge",
+        "Checks of the last data-quality run that found rows, per severity (error, warning).",
+        ("severity",),
+    ),
+    Family(
+        "abaco_dq_rows",
+        "gauge",
+        "Rows each check of the last data-quality run found (checks turned off are absent).",
+        ("check", "severity"),
     ),
 )
 FAMILIES: dict[str, Family] = {f.name: f for f in _FAMILIES}
@@ -348,4 +380,20 @@ def health_update(
         update.gauge("abaco_disk_free_ratio", disk_free_ratio)
     for dataset, seconds in freshness_limits.items():
         update.gauge("abaco_export_freshness_limit_seconds", seconds, dataset=dataset)
+    return update
+
+
+def dq_update(report: QualityReport, finished: float) -> MetricsUpdate:
+    """The data-quality families from one run of the checks (``finished``: unix time). The
+    rows of every check are replaced, so a check turned off disappears."""
+    update = MetricsUpdate()
+    update.gauge("abaco_dq_last_run_timestamp_seconds", finished)
+    update.gauge("abaco_dq_last_status", 0 if report.blocking else 1)
+    update.gauge("abaco_dq_duration_seconds", report.seconds)
+    for severity in ("error", "warning"):
+        failed = [c for c in report.checks if c.severity == severity and c.failed]
+        update.gauge("abaco_dq_failed_checks", len(failed), severity=severity)
+    update.clear("abaco_dq_rows")
+    for check in report.checks:
+        update.gauge("abaco_dq_rows", check.count, check=check.name, severity=check.severity)
     return update

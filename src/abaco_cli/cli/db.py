@@ -1,4 +1,4 @@
-"""`abaco db init | seed | check`: the source database."""
+"""`abaco db init | seed | check [--data]`: the source database and the quality of its data."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ import typer
 
 from abaco_cli.cli import console
 from abaco_cli.cli.common import state
+from abaco_cli.db.contract import ContractProblem
 from abaco_cli.errors import ExitCode, UsageError
+from abaco_cli.quality import CheckResult
+from abaco_cli.quality.checks import RUNBOOK
 from abaco_cli.services.database import check_database, init_database, seed_database
+from abaco_cli.services.quality import check_data
 
 app = typer.Typer(help="Create, seed and check the source database.", no_args_is_help=True)
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
@@ -155,32 +159,107 @@ def seed_command(
 
 
 @app.command("check")
-def check_command(ctx: typer.Context, as_json: AsJson = False) -> None:
-    """Does this database satisfy the source contract? Exits 1 when it does not."""
+def check_command(
+    ctx: typer.Context,
+    data: Annotated[
+        bool,
+        typer.Option(
+            "--data",
+            help="Also run the data-quality checks (NULLs, NaN, negative or zero amounts, "
+            "orphans, schedules that do not add up, dates before disbursement, overpayments, "
+            "...) inside one read-only snapshot; with --json every offending key.",
+        ),
+    ] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Does this database satisfy the source contract (and, with --data, the data-quality
+    checks)? Exits 1 when it does not."""
+    if data:
+        _check_data(ctx, as_json=as_json)
+        return
     result = check_database(state(ctx).settings())
     if as_json:
         console.emit_json(
             {
                 "source": result.source,
                 "ok": result.ok,
-                "problems": [
-                    {"table": p.table, "column": p.column, "problem": p.problem}
-                    for p in result.problems
-                ],
+                "problems": [_problem_json(p) for p in result.problems],
             }
         )
     elif result.ok:
         console.info(f"source contract satisfied on {result.source}")
     else:
+        _contract_failed(result.source, result.problems)
+    if not result.ok:
+        raise typer.Exit(int(ExitCode.FAILED))
+
+
+def _problem_json(problem: ContractProblem) -> dict[str, str | None]:
+    return {"table": problem.table, "column": problem.column, "problem": problem.problem}
+
+
+def _contract_failed(source: str, problems: list[ContractProblem]) -> None:
+    console.stderr.print(
+        f"abaco: the source contract is NOT satisfied on {source}: {len(problems)} problem(s)",
+        highlight=False,
+    )
+    console.table(
+        f"source contract NOT satisfied on {source}",
+        ["table", "column", "problem"],
+        [(p.table, p.column or "", p.problem) for p in problems],
+    )
+
+
+def _examples_text(check: CheckResult) -> str:
+    if check.guaranteed_by:
+        return f"none possible: unique index {check.guaranteed_by}"
+    shown = "; ".join(f.label() for f in check.examples)
+    more = check.count - len(check.examples)
+    return f"{shown}; and {more:,} more" if more > 0 else shown
+
+
+def _check_data(ctx: typer.Context, *, as_json: bool) -> None:
+    """`db check --data`: the contract, then every data-quality check, in one snapshot."""
+
+    def progress(check: CheckResult) -> None:
+        console.log.debug(
+            "data-quality check %s: %d row(s) in %.2fs", check.name, check.count, check.seconds
+        )
+
+    result = check_data(state(ctx).settings(), full=as_json, progress=progress)
+    report = result.report
+    if as_json:
+        console.emit_json(
+            {
+                "source": result.source,
+                "ok": result.ok,
+                "problems": [_problem_json(p) for p in result.problems],
+                "dq": None if report is None else report.to_json(full=True),
+            }
+        )
+    elif report is None:
+        _contract_failed(result.source, result.problems)
         console.stderr.print(
-            f"abaco: the source contract is NOT satisfied on {result.source}: "
-            f"{len(result.problems)} problem(s)",
-            highlight=False,
+            "abaco: the data-quality checks need the contract: fix it first", highlight=False
         )
+    else:
         console.table(
-            f"source contract NOT satisfied on {result.source}",
-            ["table", "column", "problem"],
-            [(p.table, p.column or "", p.problem) for p in result.problems],
+            f"data quality on {result.source}: {report.outcome.upper()} "
+            f"({report.seconds:.1f} s, past maturity judged at {report.as_of})",
+            ["check", "severity", "rows", "examples"],
+            [(c.name, c.severity, f"{c.count:,}", _examples_text(c)) for c in report.checks],
         )
+        line = f"data quality on {result.source}: {report.outcome}: {report.summary()}"
+        if report.blocking:
+            console.stderr.print(
+                f"abaco: {line} (policy: dq.on_error = {report.on_error}, "
+                f"dq.on_warning = {report.on_warning}; what to do: {RUNBOOK}; "
+                "--json lists every key)",
+                highlight=False,
+            )
+        elif report.outcome == "warn":
+            console.log.warning("%s (what to do: %s)", line, RUNBOOK)
+        else:
+            console.info(line)
     if not result.ok:
         raise typer.Exit(int(ExitCode.FAILED))

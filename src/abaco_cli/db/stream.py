@@ -84,7 +84,10 @@ def _data_error(exc: Exception, schema: pa.Schema) -> DataError:
     bad = _NON_FINITE.search(text)
     if bad:
         return DataError(
-            f"column {column!r} holds {bad.group(1)}, which {field_type} cannot represent exactly"
+            f"column {column!r} holds {bad.group(1)}, which {field_type} cannot represent exactly",
+            hint="The column may be derived from the source (outstanding from principal): "
+            "`abaco db check --data` names the source column and the rows "
+            "(check non_finite_number).",
         )
     return DataError(f"column {column!r} cannot be exported as {field_type}: {text}")
 
