@@ -132,13 +132,15 @@ def test_the_dashboard_is_valid_and_provisioned() -> None:
 def test_rules_and_dashboard_use_only_metrics_abaco_writes(
     cli: CliRunner, db_conninfo: str, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Export (one success, one failure), prune and healthcheck for real, then compare."""
+    """Export (one success, one failure), prune, healthcheck and db check --data for real,
+    then compare."""
     add_loans(db_conninfo)
     monkeypatch.setenv("ABACO_HEALTH__DATASETS", '["dpd"]')
     assert invoke(cli, "export", "dpd", "--as-of", "2025-06-29").exit_code == 0
     assert invoke(cli, "export", "dpd", "--as-of", "2025-06-30").exit_code == 0
     assert invoke(cli, "prune", "--retention", "1h", "--keep-last", "1").exit_code == 0
     assert invoke(cli, "healthcheck").exit_code == 0
+    assert invoke(cli, "db", "check", "--data").exit_code == 0  # the abaco_dq_* families
     emitted = {name for name, _ in metric_samples(runtime_dir / "metrics" / "abaco.prom")}
     assert emitted == set(FAMILIES)  # everything declared is really written
     used_by_rules = set(METRIC.findall(RULES.read_text(encoding="utf-8")))
