@@ -251,19 +251,20 @@ installment_cover AS (
     -- oldest first (due_before: the principal due on the installments before it).
     SELECT i.due_date, i.principal_due,
            least(greatest(
-               CASE WHEN t.first_paid_on IS NULL OR i.due_date < t.first_paid_on THEN 0
-                    WHEN i.due_date >= t.last_paid_on THEN t.paid_total
+               CASE WHEN i.first_paid_on IS NULL OR i.due_date < i.first_paid_on THEN 0
+                    WHEN i.due_date >= i.last_paid_on THEN i.paid_total
                     ELSE (SELECT sum(p.principal_paid) FROM {payments} AS p
                           WHERE p.loan_id = i.loan_id AND p.paid_on <= i.due_date)
                END - i.due_before, 0), i.principal_due) AS paid_by_due,
            CASE WHEN i.due_date + 30 <= i.through THEN least(greatest(
-               CASE WHEN t.first_paid_on IS NULL OR i.due_date + 30 < t.first_paid_on THEN 0
-                    WHEN i.due_date + 30 >= t.last_paid_on THEN t.paid_total
+               CASE WHEN i.first_paid_on IS NULL OR i.due_date + 30 < i.first_paid_on THEN 0
+                    WHEN i.due_date + 30 >= i.last_paid_on THEN i.paid_total
                     ELSE (SELECT sum(p.principal_paid) FROM {payments} AS p
                           WHERE p.loan_id = i.loan_id AND p.paid_on <= i.due_date + 30)
                END - i.due_before, 0), i.principal_due) END AS paid_within_30d
     FROM (
         SELECT s.loan_id, s.due_date, s.principal_due, w.through,
+               u.paid_total, u.first_paid_on, u.last_paid_on,
                CASE WHEN u.scheduled = 1 THEN 0
                     ELSE (SELECT coalesce(sum(x.principal_due), 0)
                           FROM {payment_schedule} AS x
@@ -275,7 +276,6 @@ installment_cover AS (
         JOIN h_loans AS u ON u.loan_id = s.loan_id
         OFFSET 0
     ) AS i
-    JOIN h_loans AS t ON t.loan_id = i.loan_id
 ),
 repaid AS (
     SELECT d.as_of_date,

@@ -20,6 +20,10 @@ from abaco_cli.settings import Settings
 
 DPD_PACKAGE = "abaco_cli.datasets.dpd"
 WRITE_OFF_LEVEL = "write_off_level"  # the parameter holding write_off_after_days + 1
+# loan attributes h_loans carries for its hosts (beside loan_id, customer_id,
+# disbursement_date, principal, written_off_date)
+DELINQUENCY_ATTRIBUTES = ("company", "product_type", "maturity_date")
+STATES_ATTRIBUTES = ("interest_rate_apr", "term_days", "origination_fee", "origination_fee_taxes")
 
 
 def arrears_history(
@@ -27,11 +31,13 @@ def arrears_history(
     through: sql.Composable,
     levels: Sequence[str] = (WRITE_OFF_LEVEL,),
     loans: sql.Composable | None = None,
+    attributes: Sequence[str] = (),
 ) -> sql.Composed:
-    """The common table expressions of history.sql (h_paid, h_due, arrears_entries, write_offs
-    and the walk's own) for a host query's WITH list: every loan's arrears up to ``through`` (a
-    date expression) at the lateness levels held by the parameters named in ``levels`` (which
-    must include ``write_off_level``); ``loans`` replaces the loans table for the write-offs."""
+    """The common table expressions of history.sql (h_loans, arrears_entries, write_offs and
+    the walk's own) for a host query's WITH list: every loan's arrears up to ``through`` (a date
+    expression) at the lateness levels held by the parameters named in ``levels`` (which must
+    include ``write_off_level``); ``loans`` replaces the loans table (e.g. a subquery of the
+    loans disbursed in a window); h_loans also carries the loan ``attributes`` named."""
     if WRITE_OFF_LEVEL not in levels:
         raise ValueError("the arrears history needs the write-off level")
     names = source_names(settings)
@@ -40,7 +46,11 @@ def arrears_history(
     values = sql.SQL(", ").join(
         sql.SQL("{}::integer").format(sql.Placeholder(name)) for name in levels
     )
+    carried = sql.SQL("").join(
+        sql.SQL("l.{}, ").format(sql.Identifier(name)) for name in attributes
+    )
     return sql.SQL(load_sql(__name__, "history.sql")).format(
+        attributes=carried,
         through=sql.SQL("({}::date)").format(through),
         levels=sql.SQL("ARRAY[{}]").format(values),
         min_level=sql.SQL("least({})").format(values),
@@ -61,7 +71,9 @@ def delinquency_at(settings: Settings, loans: sql.Composable | None = None) -> s
     names = source_names(settings)
     if loans is not None:
         names["loans"] = loans
-    history = arrears_history(settings, sql.Placeholder("as_of"), loans=loans)
+    history = arrears_history(
+        settings, sql.Placeholder("as_of"), loans=loans, attributes=DELINQUENCY_ATTRIBUTES
+    )
     return sql.SQL(load_sql(DPD_PACKAGE, "delinquency.sql")).format(history=history, **names)
 
 
@@ -80,8 +92,10 @@ def states_with_history(
 ) -> sql.Composed:
     """WITH-list entries: the arrears history up to the last of the dates, then ``states`` (the
     loan states at every date); the host continues its WITH list after them."""
-    return sql.SQL("{history},\nstates AS MATERIALIZED ({states})").format(
-        history=arrears_history(settings, last_of(dates_param), levels),
+    return sql.SQL("{history},\nstates AS ({states})").format(
+        history=arrears_history(
+            settings, last_of(dates_param), levels, attributes=STATES_ATTRIBUTES
+        ),
         states=loan_states_query(settings, dates_param),
     )
 

@@ -2,7 +2,9 @@
 -- expressions for the WITH list of a host query (datasets/states/__init__.py, arrears_history).
 -- They define, for the host to read:
 --
---   h_loans          every loan disbursed on or before D: its attributes, its payments dated
+--   h_loans          every loan disbursed on or before D: the attributes its host asked for
+--                    (beside loan_id, customer_id, disbursement_date, principal,
+--                    written_off_date), its payments dated
 --                    on or before D (principal paid_total, first_paid_on, last_paid_on,
 --                    has_reversal), its installments due on or before D (scheduled: how many;
 --                    last_due_date; of those due before D: installments, due_total,
@@ -23,7 +25,8 @@
 -- payments net to a negative principal (a reversal). Those days are the only candidates, and
 -- each is an entry when the loan is late by X on it and was not on the day before. Most loans
 -- are settled well before any candidate (every payment on or before d + the smallest level,
--- adding up to what is due): they are left out before the levels are expanded.
+-- adding up to what is due): one pass over the loans leaves them out (h_walked) before the
+-- levels are expanded.
 --
 -- Write-off (version 2): a loan is written off from its write-off date on, for good: the
 -- earlier of written_off_date and the first day its days past due exceeded
@@ -36,9 +39,8 @@ h_loans AS (
     -- and its installments due on or before D (scheduled: how many; last_due_date; of those
     -- due before D: installments, due_total, first_due_date; walk_*: those due at least the
     -- smallest level before D)
-    SELECT l.loan_id, l.customer_id, l.company, l.product_type, l.risk_band,
-           l.disbursement_date, l.maturity_date, l.term_days, l.principal, l.interest_rate_apr,
-           l.origination_fee, l.origination_fee_taxes, l.written_off_date,
+    SELECT l.loan_id, l.customer_id, l.disbursement_date, l.principal, l.written_off_date,
+           {attributes}
            p.paid_total, p.first_paid_on, p.last_paid_on, coalesce(p.has_reversal, false)
                AS has_reversal,
            coalesce(s.scheduled, 0) AS scheduled, coalesce(s.installments, 0) AS installments,
@@ -77,19 +79,35 @@ h_loans AS (
     WHERE l.disbursement_date <= {through}
     ORDER BY l.loan_id
 ),
+h_walked AS (
+    -- one pass over the loans for the few the walk and the write-offs read: those with a due
+    -- date at least the smallest level before D not settled within it (a single due date: its
+    -- payments all on or before that day, adding up to what was due, settle it for every
+    -- level; several due dates are judged one by one below), a reversal, or a
+    -- written_off_date on or before D
+    SELECT u.*
+    FROM h_loans AS u
+    WHERE (u.walk_first_due IS NOT NULL
+           AND (u.walk_first_due < u.walk_last_due
+                OR u.first_paid_on IS NULL
+                OR u.last_paid_on > u.walk_first_due + {min_level}
+                OR u.paid_total < u.walk_due_total - %(tolerance)s))
+       OR u.has_reversal
+       OR u.written_off_date <= {through}
+),
 h_due_points AS (
     -- each due date d of a loan: the principal due on its installments due on or before d
     -- (due_through), and on or before its previous due date (due_before; null for the first)
     SELECT u.loan_id, u.walk_first_due AS due_date, u.walk_due_total AS due_through,
            NULL::numeric AS due_before, u.paid_total, u.first_paid_on, u.last_paid_on,
            u.customer_id, u.principal, u.disbursement_date
-    FROM h_loans AS u
+    FROM h_walked AS u
     WHERE u.walk_first_due = u.walk_last_due
     UNION ALL
     SELECT u.loan_id, c.due_date, c.due_through, c.due_before,
            u.paid_total, u.first_paid_on, u.last_paid_on,
            u.customer_id, u.principal, u.disbursement_date
-    FROM h_loans AS u
+    FROM h_walked AS u
     CROSS JOIN LATERAL (
         SELECT g.due_date, g.due_through,
                lag(g.due_through) OVER (ORDER BY g.due_date) AS due_before
@@ -126,7 +144,7 @@ h_candidates AS (
             WHERE s.loan_id = t.loan_id AND s.due_date <= r.paid_on - 1 - x.level),
            t.paid_total, t.first_paid_on, t.last_paid_on,
            t.customer_id, t.principal, t.disbursement_date
-    FROM h_loans AS t
+    FROM h_walked AS t
     CROSS JOIN LATERAL (
         SELECT p.paid_on FROM {payments} AS p
         WHERE p.loan_id = t.loan_id AND p.paid_on <= {through}
@@ -183,7 +201,7 @@ write_offs AS (
                 UNION ALL
                 SELECT o.loan_id, o.written_off_date, NULL, o.customer_id, o.principal,
                        o.disbursement_date
-                FROM h_loans AS o
+                FROM h_walked AS o
                 WHERE o.written_off_date <= {through}
             ) AS x
             ORDER BY x.loan_id, x.day, x.paid_before NULLS LAST
