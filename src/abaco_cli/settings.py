@@ -59,7 +59,7 @@ def _default_buckets() -> list[DpdBucket]:
 
 
 class DpdPolicy(BaseModel):
-    """The delinquency policy of DOMAIN.md; every number here is a risk team's choice."""
+    """The delinquency policy of docs/domain.md; every number here is a risk team's choice."""
 
     tolerance: Decimal = Field(default=Decimal("0.01"), ge=0)
     write_off_after_days: int = Field(default=180, ge=1)
