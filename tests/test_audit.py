@@ -323,7 +323,7 @@ def test_a_modified_artifact_is_named(
     assert code == 1
     assert kinds(report) == ["modified_file"]
     assert (
-        "dpd/loans/as_of_date=2025-06-29/dpd_loans_2025-06-29.csv"
+        "dpd/loans.csv/as_of_date=2025-06-29/dpd_loans_2025-06-29.csv"
         in report["problems"][0]["message"]
     )
 

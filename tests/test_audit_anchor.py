@@ -584,7 +584,8 @@ def test_a_manifest_that_names_a_file_its_record_does_not_is_edited(
     path = manifest_path(runtime_dir, "dpd", "2025-06-30")
     data = json.loads(path.read_text())
     extra = copy.deepcopy(data["files"][0])
-    planted = runtime_dir / "exports" / extra["path"].replace(".csv", "_extra.csv")
+    folder, _, name = extra["path"].rpartition("/")
+    planted = runtime_dir / "exports" / folder / name.replace(".csv", "_extra.csv")
     planted.write_bytes(b"loan_id\r\nX\r\n")
     extra["path"] = planted.relative_to(runtime_dir / "exports").as_posix()
     extra["bytes"] = planted.stat().st_size

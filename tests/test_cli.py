@@ -215,7 +215,7 @@ def test_config_show_redacts_the_password(cli: CliRunner, monkeypatch: pytest.Mo
     assert "Sup3r-S3cret" not in result.stdout + result.stderr
     settings = json.loads(result.stdout)["settings"]
     assert "***" in settings["database_url"]
-    assert settings["dpd"]["default_threshold_days"] == 180
+    assert settings["dpd"]["default_threshold_days"] == 90  # definitions version 2
     table = invoke(cli, "config", "show")
     assert "Sup3r-S3cret" not in table.stdout + table.stderr
 

@@ -260,12 +260,17 @@ def test_every_new_table_leaves_as_of_date_to_the_folder_in_parquet(
     }  # fmt: skip
     for dataset, names in tables.items():
         for table in names:
-            folder = exports(runtime_dir) / dataset / table / f"as_of_date={day}"
+
+            def folder(suffix: str, table: str = table, dataset: str = dataset) -> Path:
+                return exports(runtime_dir) / dataset / f"{table}{suffix}" / f"as_of_date={day}"
+
             stem = f"{dataset}_{table}_{day}"
-            schema = pq.read_schema(folder / f"{stem}.parquet")
+            schema = pq.read_schema(folder("") / f"{stem}.parquet")
             assert "as_of_date" not in schema.names, stem
             assert (schema.metadata or {}).get(b"abaco.as_of_date") == day.encode()
-            header = (folder / f"{stem}.csv").read_text().splitlines()[0]
+            header = (folder(".csv") / f"{stem}.csv").read_text().splitlines()[0]
             assert header.startswith('"as_of_date",'), stem
-            document = json.loads((folder / f"{stem}.json").read_text(), parse_float=Decimal)
+            document = json.loads(
+                (folder(".json") / f"{stem}.json").read_text(), parse_float=Decimal
+            )
             assert document["columns"][0]["name"] == "as_of_date"

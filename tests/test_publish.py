@@ -72,8 +72,10 @@ def exports(settings: Settings) -> Path:
 
 
 def table_path(settings: Settings, table: str, as_of: date, fmt: str) -> Path:
+    """One format a folder: loans/ (Parquet), loans.csv/, loans.json/."""
     day = as_of.isoformat()
-    return exports(settings) / "dpd" / table / f"as_of_date={day}" / f"dpd_{table}_{day}.{fmt}"
+    folder = table if fmt == "parquet" else f"{table}.{fmt}"
+    return exports(settings) / "dpd" / folder / f"as_of_date={day}" / f"dpd_{table}_{day}.{fmt}"
 
 
 def manifest_path(settings: Settings, as_of: date) -> Path:
@@ -132,11 +134,11 @@ def test_files_land_at_hive_partitioned_paths(settings: Settings, loans_db: str)
     assert result.status == "success"
     assert data_files(settings) == sorted(
         [
-            "aging/as_of_date=2025-06-30/dpd_aging_2025-06-30.csv",
-            "aging/as_of_date=2025-06-30/dpd_aging_2025-06-30.json",
+            "aging.csv/as_of_date=2025-06-30/dpd_aging_2025-06-30.csv",
+            "aging.json/as_of_date=2025-06-30/dpd_aging_2025-06-30.json",
             "aging/as_of_date=2025-06-30/dpd_aging_2025-06-30.parquet",
-            "loans/as_of_date=2025-06-30/dpd_loans_2025-06-30.csv",
-            "loans/as_of_date=2025-06-30/dpd_loans_2025-06-30.json",
+            "loans.csv/as_of_date=2025-06-30/dpd_loans_2025-06-30.csv",
+            "loans.json/as_of_date=2025-06-30/dpd_loans_2025-06-30.json",
             "loans/as_of_date=2025-06-30/dpd_loans_2025-06-30.parquet",
         ]
     )
@@ -170,10 +172,11 @@ def test_manifest_describes_every_file(settings: Settings, loans_db: str) -> Non
     started, finished = parse_iso(manifest["started_at"]), parse_iso(manifest["finished_at"])
     assert started <= finished
     expected_rows = {"loans": 3, "aging": AGING_BUCKETS}
-    expected_columns = {"loans": 20, "aging": 9}
+    expected_columns = {"loans": 24, "aging": 9}  # definitions version 2: schema 2 of dpd/loans
     files = manifest["files"]
     assert sorted(f["path"] for f in files) == sorted(
-        f"dpd/{t}/as_of_date=2025-06-30/dpd_{t}_2025-06-30.{fmt}"
+        f"dpd/{t}{'' if fmt == 'parquet' else '.' + fmt}/as_of_date=2025-06-30/"
+        f"dpd_{t}_2025-06-30.{fmt}"
         for t in ("loans", "aging")
         for fmt in ("csv", "parquet")
     )
@@ -228,32 +231,54 @@ def test_latest_points_at_the_newest_date_and_never_moves_back(
     assert latest["run_id"] == july.run_id
 
 
-def test_rerun_replaces_files_and_drops_formats_no_longer_produced(
-    settings: Settings, loans_db: str
-) -> None:
-    export_dataset(settings, "dpd", JUNE, ["csv", "parquet", "json"])
-    first = data_files(settings)
-    assert len(first) == 6
+def test_rerun_replaces_its_formats_and_keeps_the_others(settings: Settings, loans_db: str) -> None:
+    first = export_dataset(settings, "dpd", JUNE, ["csv", "parquet", "json"])
+    files_before = data_files(settings)
+    assert len(files_before) == 6
 
     second = export_dataset(settings, "dpd", JUNE, ["csv", "parquet", "json"])
-    assert data_files(settings) == first  # replaced, not duplicated
+    assert data_files(settings) == files_before  # replaced, not duplicated
     kv = pq.read_metadata(table_path(settings, "loans", JUNE, "parquet")).metadata
     assert kv[b"abaco.run_id"] == second.run_id.encode()
     assert read_json(manifest_path(settings, JUNE))["run_id"] == second.run_id
+    assert first.run_id != second.run_id
 
+    # one format asked for: it is replaced, the others stay, marked with their own run
+    csv_before = table_path(settings, "loans", JUNE, "csv").read_bytes()
     third = export_dataset(settings, "dpd", JUNE, ["parquet"])
+    assert data_files(settings) == files_before
+    assert table_path(settings, "loans", JUNE, "csv").read_bytes() == csv_before
+    manifest = read_json(manifest_path(settings, JUNE))
+    assert manifest["manifest_version"] == 2 and manifest["run_id"] == third.run_id
+    origins = {(f["table"], f["format"]): f["run_id"] for f in manifest["files"]}
+    assert origins == {
+        ("loans", "parquet"): third.run_id,
+        ("aging", "parquet"): third.run_id,
+        ("loans", "csv"): second.run_id,
+        ("aging", "csv"): second.run_id,
+        ("loans", "json"): second.run_id,
+        ("aging", "json"): second.run_id,
+    }
+    snapshots = {f["run_id"]: f["snapshot_at"] for f in manifest["files"]}
+    assert snapshots[third.run_id] == manifest["snapshot_at"]
+    assert snapshots[second.run_id] < manifest["snapshot_at"]  # an earlier instant
+    assert verify_audit(settings).ok
+
+    # --replace-formats: today's formats only, the others removed
+    fourth = export_dataset(settings, "dpd", JUNE, ["parquet"], replace_formats=True)
     assert data_files(settings) == [
         "aging/as_of_date=2025-06-30/dpd_aging_2025-06-30.parquet",
         "loans/as_of_date=2025-06-30/dpd_loans_2025-06-30.parquet",
     ]
     manifest = read_json(manifest_path(settings, JUNE))
-    assert manifest["run_id"] == third.run_id
-    assert {f["format"] for f in manifest["files"]} == {"parquet"}
+    assert {f["run_id"] for f in manifest["files"]} == {fourth.run_id}
     assert [f["path"] for f in read_json(latest_path(settings))["files"]] == [
         "dpd/loans/as_of_date=2025-06-30/dpd_loans_2025-06-30.parquet",
         "dpd/aging/as_of_date=2025-06-30/dpd_aging_2025-06-30.parquet",
     ]
+    assert not (exports(settings) / "dpd" / "loans.csv" / "as_of_date=2025-06-30").exists()
     assert temp_files(settings.runtime_dir) == []
+    assert verify_audit(settings).ok
 
 
 # ------------------------------------------------------------------------------ failure safety

@@ -345,7 +345,7 @@ def test_a_short_password_leaves_audit_paths_intact_and_forgery_is_caught(
     assert complete["event"] == "COMPLETE"
     assert complete["as_of_dates"] == ["2025-12-31"]
     paths = {o["path"] for o in complete["outputs"]}
-    assert "dpd/loans/as_of_date=2025-12-31/dpd_loans_2025-12-31.csv" in paths
+    assert "dpd/loans.csv/as_of_date=2025-12-31/dpd_loans_2025-12-31.csv" in paths
     assert "dpd/loans/as_of_date=2025-12-31/dpd_loans_2025-12-31.parquet" in paths
     assert all((runtime_dir / "exports" / p).is_file() for p in paths)
     # edit a file and its manifest entry together: the audit record still knows better

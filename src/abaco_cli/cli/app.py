@@ -14,7 +14,18 @@ import typer
 from typer.core import TyperGroup, TyperOption
 
 from abaco_cli import __version__
-from abaco_cli.cli import audit, config, console, db, demo, export, health, kpi, prune
+from abaco_cli.cli import (
+    audit,
+    config,
+    console,
+    db,
+    demo,
+    export,
+    health,
+    kpi,
+    migrate,
+    prune,
+)
 from abaco_cli.cli.common import AppState
 from abaco_cli.cli.console import setup_logging
 from abaco_cli.errors import AbacoError, ExitCode, InterruptedRun
@@ -173,6 +184,7 @@ app.command("demo")(demo.demo_command)
 app.add_typer(audit.app, name="audit")
 app.command("prune")(prune.prune_command)
 app.command("healthcheck")(health.healthcheck_command)
+app.command("migrate-tree")(migrate.migrate_tree_command)
 
 
 def _version(value: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -17,6 +18,7 @@ from abaco_cli.dates import check_as_of, parse_date
 from abaco_cli.errors import UsageError
 from abaco_cli.services.exporting import (
     ExportEvent,
+    ExportPlan,
     ExportResult,
     export_datasets,
     plan_export,
@@ -80,6 +82,14 @@ AllowFuture = Annotated[
         "--allow-future",
         help="Accept an as-of date later than yesterday (its figures describe a day that is "
         "not over; it becomes the dataset's newest run).",
+    ),
+]
+ReplaceFormats = Annotated[
+    bool,
+    typer.Option(
+        "--replace-formats",
+        help="Remove the date's files of formats this run does not write (default: they stay, "
+        "and the new manifest lists them with the run and snapshot they came from).",
     ),
 ]
 DryRun = Annotated[
@@ -220,9 +230,18 @@ class _ProgressRenderer:
 
 
 def _print_plan(
-    settings: Settings, datasets: list[str], dates: list[date], formats: list[str], as_json: bool
+    settings: Settings,
+    datasets: list[str],
+    dates: list[date],
+    formats: list[str],
+    as_json: bool,
+    replace_formats: bool,
 ) -> None:
-    plans = [plan_export(settings, name, day, formats) for day in dates for name in datasets]
+    plans = [
+        plan_export(settings, name, day, formats, replace_formats=replace_formats)
+        for day in dates
+        for name in datasets
+    ]
     if as_json:
         payload = [
             {
@@ -233,6 +252,8 @@ def _print_plan(
                 "files": [
                     {"table": f.table, "format": f.format, "path": str(f.path)} for f in plan.files
                 ],
+                "kept": [str(plan.exports / p) for p in plan.kept],
+                "replaced": [str(plan.exports / p) for p in plan.replaced],
                 "queries": plan.queries,
             }
             for plan in plans
@@ -245,10 +266,31 @@ def _print_plan(
             console.stdout.print(query.strip() + ";\n", highlight=False, markup=False)
     console.table(
         f"{', '.join(datasets)}: {len(dates)} as-of date(s) (dry run: nothing written)",
-        ["dataset", "as_of_date", "table", "format", "target"],
-        [(p.dataset, p.as_of, f.table, f.format, f.path) for p in plans for f in p.files]
-        + [(p.dataset, p.as_of, "manifest", "json", p.manifest_path) for p in plans],
+        ["dataset", "as_of_date", "table", "format", "target", "today"],
+        [
+            (p.dataset, p.as_of, f.table, f.format, f.path, _fate(p, f.path))
+            for p in plans
+            for f in p.files
+        ]
+        + [(p.dataset, p.as_of, "manifest", "json", p.manifest_path, "") for p in plans]
+        + [
+            (p.dataset, p.as_of, "", "", p.exports / kept, "stays (another format)")
+            for p in plans
+            for kept in p.kept
+        ]
+        + [
+            (p.dataset, p.as_of, "", "", p.exports / gone, "removed (--replace-formats)")
+            for p in plans
+            for gone in p.replaced
+            if str(p.exports / gone) not in {str(f.path) for f in p.files}
+        ],
     )
+
+
+def _fate(plan: ExportPlan, target: Path) -> str:
+    """What the run does to a target: writes it anew, or replaces the date's current file."""
+    replaced = {str(plan.exports / p) for p in plan.replaced}
+    return "replaces the current file" if str(target) in replaced else "new"
 
 
 def run_export(
@@ -261,6 +303,7 @@ def run_export(
     formats: str | None = None,
     months: int | None = None,
     allow_future: bool = False,
+    replace_formats: bool = False,
     dry_run: bool = False,
     as_json: bool = False,
 ) -> None:
@@ -270,11 +313,18 @@ def run_export(
     dates = as_of_dates(settings, as_of, start, end, allow_future=allow_future)
     chosen = parse_formats(formats if formats is not None else settings.default_formats)
     if dry_run:
-        _print_plan(settings, datasets, dates, chosen, as_json)
+        _print_plan(settings, datasets, dates, chosen, as_json, replace_formats)
         return
     run = app_state.run(f"export {'all' if len(datasets) > 1 else datasets[0]}", settings)
     with console.progress_bar(len(dates) if len(dates) > 1 else None) as bar:
-        results = export_datasets(run, datasets, dates, chosen, progress=_ProgressRenderer(bar))
+        results = export_datasets(
+            run,
+            datasets,
+            dates,
+            chosen,
+            replace_formats=replace_formats,
+            progress=_ProgressRenderer(bar),
+        )
     exports_root = str(settings.exports_dir)
     if as_json:
         if len(datasets) == 1 and len(dates) == 1:
@@ -318,6 +368,7 @@ def _register(name: str, help_text: str) -> None:
             formats: Formats = None,
             months: Months = None,
             allow_future: AllowFuture = False,
+            replace_formats: ReplaceFormats = False,
             dry_run: DryRun = False,
             as_json: AsJson = False,
         ) -> None:
@@ -330,6 +381,7 @@ def _register(name: str, help_text: str) -> None:
                 formats=formats,
                 months=months,
                 allow_future=allow_future,
+                replace_formats=replace_formats,
                 dry_run=dry_run,
                 as_json=as_json,
             )
@@ -344,6 +396,7 @@ def _register(name: str, help_text: str) -> None:
         end: To = None,
         formats: Formats = None,
         allow_future: AllowFuture = False,
+        replace_formats: ReplaceFormats = False,
         dry_run: DryRun = False,
         as_json: AsJson = False,
     ) -> None:
@@ -355,6 +408,7 @@ def _register(name: str, help_text: str) -> None:
             end=end,
             formats=formats,
             allow_future=allow_future,
+            replace_formats=replace_formats,
             dry_run=dry_run,
             as_json=as_json,
         )
@@ -378,6 +432,7 @@ def export_all(
     formats: Formats = None,
     months: Months = None,
     allow_future: AllowFuture = False,
+    replace_formats: ReplaceFormats = False,
     dry_run: DryRun = False,
     as_json: AsJson = False,
 ) -> None:
@@ -390,6 +445,7 @@ def export_all(
         formats=formats,
         months=months,
         allow_future=allow_future,
+        replace_formats=replace_formats,
         dry_run=dry_run,
         as_json=as_json,
     )

@@ -7,6 +7,8 @@ own transactions, so every query of the date sees the same instant of the source
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import psycopg
 from psycopg import sql
 
@@ -55,3 +57,11 @@ def ping(conn: Connection, timeout_seconds: int) -> None:
     with conn.transaction():
         conn.execute(f"SET LOCAL statement_timeout = {int(timeout_seconds) * 1000}")
         conn.execute("SELECT 1").fetchone()
+
+
+def snapshot_time(conn: Connection) -> datetime:
+    """The start of the open transaction (``now()``): the instant of the source it sees."""
+    row = conn.execute("SELECT now()").fetchone()
+    if row is None or not isinstance(row[0], datetime):  # pragma: no cover
+        raise RuntimeError("now() returned no timestamp")
+    return row[0]

@@ -20,7 +20,7 @@ import json
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -33,12 +33,14 @@ from abaco_cli.runtime.tree import (
     JOURNAL_SUFFIX,
     NAME,
     RUN_ID,
+    DataPlace,
     Place,
     RuntimeTree,
     parse_day,
 )
 
 JOURNAL_VERSION = 1
+_NOWHERE = DataPlace("", "", date.min)
 DONE_SUFFIX = ".done"
 
 Checkpoint = Callable[[str], None]  # called after every step (tests pause there to kill)
@@ -48,11 +50,15 @@ class JournalError(ValueError):
     """A journal that cannot be trusted or applied."""
 
 
+PUBLISH, MIGRATE = "publish", "migrate"
+
+
 @dataclass(frozen=True)
 class Move:
-    """Rename ``temp`` (a hidden temporary file) over ``target``; paths relative to exports/."""
+    """Rename ``source`` over ``target`` (paths relative to exports/): in a publish, the hidden
+    temporary file of the target; in a layout migration, the same file in its old folder."""
 
-    temp: str
+    source: str
     target: str
     bytes: int
 
@@ -70,6 +76,7 @@ class PublishRecord:
     run_id: str
     as_of: date
     parts: tuple[DatasetPart, ...]
+    kind: str = PUBLISH  # or MIGRATE: files moved to the one-format-a-folder layout
 
     @property
     def datasets(self) -> list[str]:
@@ -81,13 +88,14 @@ class PublishRecord:
     def to_json(self) -> bytes:
         payload = {
             "journal_version": JOURNAL_VERSION,
+            "kind": self.kind,
             "run_id": self.run_id,
             "as_of_date": self.as_of.isoformat(),
             "parts": [
                 {
                     "dataset": p.dataset,
                     "moves": [
-                        {"temp": m.temp, "target": m.target, "bytes": m.bytes} for m in p.moves
+                        {"source": m.source, "target": m.target, "bytes": m.bytes} for m in p.moves
                     ],
                     "obsolete": list(p.obsolete),
                     "manifest": p.manifest.to_dict(),
@@ -107,15 +115,18 @@ class PublishRecord:
             run_id, day = data.get("run_id"), parse_day(str(data.get("as_of_date", "")))
             if not isinstance(run_id, str) or not RUN_ID.match(run_id) or day is None:
                 raise JournalError("bad run id or as-of date")
-            parts = tuple(_part(item, tree, run_id, day) for item in data.get("parts", []))
+            kind = data.get("kind", PUBLISH)
+            if kind not in (PUBLISH, MIGRATE):
+                raise JournalError(f"unknown kind {kind!r}")
+            parts = tuple(_part(item, tree, run_id, day, kind) for item in data.get("parts", []))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             if isinstance(exc, JournalError):
                 raise
             raise JournalError(f"unreadable: {exc}") from None
-        return cls(run_id, day, parts)
+        return cls(run_id, day, parts, kind)
 
 
-def _part(item: Any, tree: RuntimeTree, run_id: str, day: date) -> DatasetPart:
+def _part(item: Any, tree: RuntimeTree, run_id: str, day: date, kind: str) -> DatasetPart:
     dataset = item["dataset"]
     if not isinstance(dataset, str) or not NAME.match(dataset):
         raise JournalError(f"bad dataset {dataset!r}")
@@ -123,15 +134,24 @@ def _part(item: Any, tree: RuntimeTree, run_id: str, day: date) -> DatasetPart:
         manifest = Manifest.from_dict(item["manifest"], tree, dataset=dataset, as_of=day)
     except ManifestError as exc:
         raise JournalError(f"{dataset}: {exc.message}") from None
-    if manifest.run_id != run_id:
+    if kind == PUBLISH and manifest.run_id != run_id:
         raise JournalError(f"{dataset}: the manifest is of another run")
     moves: list[Move] = []
     for move in item["moves"]:
-        temp, target = str(move["temp"]), str(move["target"])
+        source, target = str(move["source"]), str(move["target"])
         target_path = _checked(tree, target, dataset, day)
-        if Path(temp) != Path(tree.relative(RuntimeTree.temp_path(target_path, run_id))):
-            raise JournalError(f"{temp!r} is not the temporary name of {target!r}")
-        moves.append(Move(temp, target, int(move["bytes"])))
+        if kind == PUBLISH:
+            temp = tree.relative(RuntimeTree.temp_path(target_path, run_id))
+            if Path(source) != Path(temp):
+                raise JournalError(f"{source!r} is not the temporary name of {target!r}")
+        else:  # the same file (same name) of the same table, in its old folder
+            source_path = _checked(tree, source, dataset, day)
+            same_table = tree.data_place(source) == replace(
+                tree.data_place(target) or _NOWHERE, folder_format=None
+            )
+            if source_path.name != target_path.name or not same_table:
+                raise JournalError(f"{source!r} is not the old place of {target!r}")
+        moves.append(Move(source, target, int(move["bytes"])))
     obsolete = tuple(str(p) for p in item["obsolete"])
     for path in obsolete:
         _checked(tree, path, dataset, day)
@@ -160,14 +180,18 @@ def apply_moves(
     names (size and sha256): a stale target is never published under a new manifest."""
     expected = {f.path: (f.bytes, f.sha256) for f in part.manifest.files}
     for move in part.moves:
-        temp, target = tree.exports / move.temp, tree.exports / move.target
-        if _is_file(temp):
-            files.replace(tree, temp, Place.TEMP, target, Place.DATA)
+        source, target = tree.exports / move.source, tree.exports / move.target
+        kind = Place.TEMP if source.name.startswith(".") else Place.DATA
+        if _is_file(source):
+            files.make_folders(tree, target, Place.DATA)
+            files.replace(tree, source, kind, target, Place.DATA)
+            if kind is Place.DATA:  # a migrated file: its old partition folder may be empty
+                files.remove_empty_folder(tree, source.parent)
         elif not _is_file(target):
-            raise JournalError(f"neither {move.temp} nor {move.target} exists")
+            raise JournalError(f"neither {move.source} nor {move.target} exists")
         elif recovering and files.sha256_of(tree, target, Place.DATA) != expected.get(move.target):
             raise JournalError(
-                f"{move.temp} is gone and {move.target} is not the file the new manifest names"
+                f"{move.source} is gone and {move.target} is not the file the new manifest names"
             )
         checkpoint(f"renamed {move.target}")
 

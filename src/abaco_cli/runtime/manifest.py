@@ -4,7 +4,12 @@ One typed model is used by the writer, prune, verify, healthcheck and the publis
 manifest is read as untrusted input: its dates are parsed as dates, its times as aware
 timestamps, and every file it names must be a data file of its own dataset and as-of date
 (``RuntimeTree.data_place``); anything else raises ManifestError, and the run is then reported
-and left alone, never acted on. Version 1 (every manifest written so far) is the current one.
+and left alone, never acted on.
+
+Version 2 adds ``snapshot_at`` (the instant of the source the run read: the start of its
+snapshot transaction) and, per file, the ``run_id`` and ``snapshot_at`` it came from: a run
+replaces the formats it writes and keeps the date's files of other formats, which describe an
+earlier instant. Version 1 manifests (no such fields: every file is the run's own) are read too.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from typing import Any
 
 from abaco_cli.runtime.tree import RUN_ID, RuntimeTree, parse_day
 
-MANIFEST_VERSION = 1
-READABLE_VERSIONS = frozenset({1})
+MANIFEST_VERSION = 2
+READABLE_VERSIONS = frozenset({1, 2})
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TEXT_LIMIT = 200
 
@@ -66,6 +71,12 @@ class ManifestFile:
     bytes: int
     sha256: str
     columns: tuple[Column, ...] = ()
+    run_id: str = ""  # the run that wrote it; "" in version 1: the manifest's own run
+    snapshot_at: datetime | None = None  # the source instant it describes (version 2)
+
+    def origin(self, manifest_run: str) -> str:
+        """The run that wrote this file."""
+        return self.run_id or manifest_run
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -76,6 +87,8 @@ class ManifestFile:
             "bytes": self.bytes,
             "sha256": self.sha256,
             "columns": [{"name": c.name, "type": c.type} for c in self.columns],
+            "run_id": self.run_id,
+            "snapshot_at": iso_time(self.snapshot_at) if self.snapshot_at else None,
         }
 
 
@@ -92,6 +105,7 @@ class Manifest:
     files: tuple[ManifestFile, ...]
     status: str = "success"
     manifest_version: int = MANIFEST_VERSION
+    snapshot_at: datetime | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)  # fields of a newer writer, kept
 
     @property
@@ -110,6 +124,7 @@ class Manifest:
             "tool_version": self.tool_version,
             "started_at": iso_time(self.started_at),
             "finished_at": iso_time(self.finished_at),
+            "snapshot_at": iso_time(self.snapshot_at) if self.snapshot_at else None,
             "source": dict(self.source),
             "files": [f.to_json() for f in self.files],
         }
@@ -161,9 +176,13 @@ class Manifest:
         if started is None or finished is None:
             raise ManifestError("bad_manifest", "started_at or finished_at is not a timestamp")
         files = tuple(_file(item, tree, dataset, day) for item in _list(data.get("files")))
+        snapshot = data.get("snapshot_at")
+        snapshot_at = parse_time(snapshot)
+        if snapshot is not None and snapshot_at is None:
+            raise ManifestError("bad_manifest", "snapshot_at is not a timestamp")
         known = {
             "manifest_version", "status", "run_id", "dataset", "as_of_date", "schema_version",
-            "tool_version", "started_at", "finished_at", "source", "files",
+            "tool_version", "started_at", "finished_at", "snapshot_at", "source", "files",
         }  # fmt: skip
         return cls(
             run_id=run_id,
@@ -177,6 +196,7 @@ class Manifest:
             files=files,
             status=_text(data.get("status"), "status"),
             manifest_version=int(version),
+            snapshot_at=snapshot_at,
             extra={k: v for k, v in data.items() if k not in known},
         )
 
@@ -223,6 +243,13 @@ def _file(item: object, tree: RuntimeTree, dataset: str, day: date) -> ManifestF
         isinstance(c, dict) and isinstance(c.get("name"), str) for c in columns
     ):
         raise ManifestError("bad_manifest", f"the columns of {path} are not a list of columns")
+    origin = item.get("run_id", "")
+    if origin and (not isinstance(origin, str) or not RUN_ID.match(origin)):
+        raise ManifestError("bad_manifest", f"the run_id of {path} is not a run id")
+    snapshot = item.get("snapshot_at")
+    snapshot_at = parse_time(snapshot)
+    if snapshot is not None and snapshot_at is None:
+        raise ManifestError("bad_manifest", f"the snapshot_at of {path} is not a timestamp")
     return ManifestFile(
         path=path,
         table=_text(item.get("table"), "table"),
@@ -231,4 +258,6 @@ def _file(item: object, tree: RuntimeTree, dataset: str, day: date) -> ManifestF
         bytes=_int(item.get("bytes"), f"bytes of {path}"),
         sha256=sha,
         columns=tuple(Column(str(c["name"]), str(c.get("type", ""))) for c in columns),
+        run_id=str(origin or ""),
+        snapshot_at=snapshot_at,
     )

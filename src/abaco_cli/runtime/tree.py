@@ -1,6 +1,8 @@
 """The runtime tree: where every export, manifest, pointer, journal and lock lives.
 
-exports/<dataset>/<table>/as_of_date=<D>/<dataset>_<table>_<D>.<format>   Hive-partitioned data
+exports/<dataset>/<table>/as_of_date=<D>/<dataset>_<table>_<D>.parquet     Parquet, Hive-partitioned
+exports/<dataset>/<table>.csv/as_of_date=<D>/<dataset>_<table>_<D>.csv     CSV (one format a folder)
+exports/<dataset>/<table>.json/as_of_date=<D>/<dataset>_<table>_<D>.json   JSON
 exports/<dataset>/json/<dataset>_<D>.json (and <dataset>_latest.json)       derived files (kpi)
 exports/<dataset>/_manifests/<dataset>_<D>.manifest.json                  one per as-of date
 exports/<dataset>/latest.json                                             newest as-of date
@@ -34,6 +36,9 @@ JOURNAL_SUFFIX = ".publish.json"
 DERIVED_FOLDERS = ("json",)  # folders of files built from a dataset's tables (kpi/json)
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")  # dataset and table names
+FOLDER_FORMATS = ("csv", "json")  # formats with a table folder of their own; Parquet has none
+# A table's folder: its name for Parquet (what engines read by default), name.csv, name.json.
+TABLE_FOLDER = re.compile(rf"^([a-z][a-z0-9_]{{0,62}})(?:\.({'|'.join(FOLDER_FORMATS)}))?$")
 RUN_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
 _DAY = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 _PARTITION = re.compile(rf"^as_of_date=({_DAY})$")
@@ -81,6 +86,13 @@ class DataPlace:
     dataset: str
     table: str
     as_of: date
+    folder_format: str | None = None  # csv or json for <table>.csv/ and <table>.json/
+
+
+def table_folder(table: str, file_format: str) -> str:
+    """The folder of one table in one format: ``loans`` (Parquet), ``loans.csv``, ``loans.json``
+    (every folder holds one format, so every engine reads it with its defaults)."""
+    return table if file_format not in FOLDER_FORMATS else f"{table}.{file_format}"
 
 
 @dataclass(frozen=True)
@@ -110,12 +122,16 @@ class RuntimeTree:
     def dataset_dir(self, dataset: str) -> Path:
         return self.exports / dataset
 
-    def partition_dir(self, dataset: str, table: str, as_of: date) -> Path:
-        return self.dataset_dir(dataset) / table / f"as_of_date={as_of.isoformat()}"
+    def table_dir(self, dataset: str, table: str, file_format: str) -> Path:
+        return self.dataset_dir(dataset) / table_folder(table, file_format)
+
+    def partition_dir(self, dataset: str, table: str, as_of: date, file_format: str) -> Path:
+        folder = self.table_dir(dataset, table, file_format)
+        return folder / f"as_of_date={as_of.isoformat()}"
 
     def table_file(self, dataset: str, table: str, as_of: date, file_format: str) -> Path:
         name = f"{dataset}_{table}_{as_of.isoformat()}.{file_format}"
-        return self.partition_dir(dataset, table, as_of) / name
+        return self.partition_dir(dataset, table, as_of, file_format) / name
 
     def manifests_dir(self, dataset: str) -> Path:
         return self.dataset_dir(dataset) / "_manifests"
@@ -174,14 +190,18 @@ class RuntimeTree:
     def data_place(self, relative: str) -> DataPlace | None:
         """Where a manifest's file entry points, or None when it is no data file's place.
 
-        Allowed: ``<dataset>/<table>/as_of_date=<D>/<file>`` and ``<dataset>/json/<file>``;
-        never a hidden name, a ``*latest*`` alias, ``_manifests/`` or ``latest.json``.
+        Allowed: ``<dataset>/<table>[.csv|.json]/as_of_date=<D>/<file>`` (a ``.csv`` or ``.json``
+        folder holds files of its format only; a plain table folder held every format before
+        the one-format-a-folder layout, and old manifests still name such files) and
+        ``<dataset>/json/<dataset>_<D>.<ext>``; never a hidden name, a ``*latest*`` alias,
+        ``_manifests/`` or ``latest.json``.
         """
         pure = PurePosixPath(relative)
         parts = pure.parts
         if pure.is_absolute() or "\\" in relative or any(p in ("", ".", "..") for p in parts):
             return None
-        if len(parts) < 3 or not NAME.match(parts[0]) or not NAME.match(parts[1]):
+        folder = TABLE_FOLDER.match(parts[1]) if len(parts) >= 3 else None
+        if folder is None or not NAME.match(parts[0]):
             return None
         name = parts[-1]
         if not _DATA_FILE.match(name) or _is_latest_name(name):
@@ -200,7 +220,10 @@ class RuntimeTree:
         day = parse_day(match.group(1)) if match else None
         if day is None:
             return None
-        return DataPlace(parts[0], parts[1], day)
+        folder_format = folder.group(2)
+        if folder_format is not None and not name.endswith(f".{folder_format}"):
+            return None  # a <table>.csv/ folder holds CSV files only
+        return DataPlace(parts[0], folder.group(1), day, folder_format)
 
     def _allowed(self, kind: Place, parts: tuple[str, ...]) -> bool:
         """Is ``parts`` (relative to the root) a place for ``kind``?"""

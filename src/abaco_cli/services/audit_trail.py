@@ -186,5 +186,5 @@ def record_restore(run: Run, dataset: str, as_of: date, reason: str) -> Manifest
                 details={"restored_by": run.run_id, "reason": reason},
             )
         )
-        audit.details = {"restored_run": manifest.run_id, "files": len(manifest.files)}
+        audit.details |= {"restored_run": manifest.run_id, "files": len(manifest.files)}
     return manifest

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 from abaco_cli import __version__, metrics
@@ -28,7 +28,7 @@ from abaco_cli.runtime import files, journal
 from abaco_cli.runtime.inventory import read_run
 from abaco_cli.runtime.journal import DatasetPart, JournalError, Move, PublishRecord
 from abaco_cli.runtime.manifest import Column, Manifest, ManifestFile
-from abaco_cli.runtime.tree import Place
+from abaco_cli.runtime.tree import DERIVED_FOLDERS, Place, RuntimeTree
 from abaco_cli.services.run import Run, iso, output_record, utc_now
 from abaco_cli.services.staging import (
     DatasetRun,
@@ -65,6 +65,9 @@ class ExportPlan:
     files: list[PlannedFile]
     manifest_path: Path
     queries: dict[str, str]
+    exports: Path  # the exports folder the paths below are relative to
+    kept: list[str] = field(default_factory=list)  # the date's files of other formats: stay
+    replaced: list[str] = field(default_factory=list)  # the date's files this run replaces
 
 
 @dataclass
@@ -79,15 +82,42 @@ class ExportResult:
     finished_at: str = ""
 
 
-def plan_export(settings: Settings, dataset: str, as_of: date, formats: list[str]) -> ExportPlan:
-    """What an export would read and write; touches neither the database nor the disk."""
+def plan_export(
+    settings: Settings,
+    dataset: str,
+    as_of: date,
+    formats: list[str],
+    *,
+    replace_formats: bool = False,
+) -> ExportPlan:
+    """What an export would read and write, and which of the date's files it would keep or
+    replace; touches neither the database nor the disk."""
     spec = get_dataset(dataset)
-    run_tree = Run(settings, "plan").tree
-    files_planned = planned_files(run_tree, spec, as_of, formats)
+    tree = RuntimeTree.at(settings.runtime_dir)
+    planned = planned_files(tree, spec, as_of, formats)
     queries = {t.name: t.build_query(settings).as_string(None) for t in spec.tables}
+    manifest_path = tree.manifest_path(spec.name, as_of)
+    previous = read_run(tree, spec.name, manifest_path, marked=False).manifest
+    written = {(p.table, p.format) for p in planned}
+    if previous is not None:  # derived files (the dashboard's JSON) are always written again
+        written |= {(f.table, f.format) for f in previous.files if _derived(tree, f.path)}
+    kept, gone = kept_files(previous, written, replace_formats=replace_formats)
     return ExportPlan(
-        spec.name, as_of, formats, files_planned, run_tree.manifest_path(spec.name, as_of), queries
+        spec.name,
+        as_of,
+        formats,
+        planned,
+        manifest_path,
+        queries,
+        tree.exports,
+        kept=[f.path for f in kept],
+        replaced=[f.path for f in gone],
     )
+
+
+def _derived(tree: RuntimeTree, path: str) -> bool:
+    place = tree.data_place(path)
+    return place is not None and place.table in DERIVED_FOLDERS
 
 
 def export_datasets(
@@ -96,6 +126,7 @@ def export_datasets(
     as_of_dates: Sequence[date],
     formats: list[str],
     *,
+    replace_formats: bool = False,
     progress: ProgressCallback | None = None,
 ) -> list[ExportResult]:
     """Export every dataset for every as-of date, one snapshot per date, one run id.
@@ -113,11 +144,12 @@ def export_datasets(
                 "datasets": [s.name for s in specs],
                 "as_of_dates": [d.isoformat() for d in as_of_dates],
                 "formats": list(formats),
+                "replace_formats": replace_formats,
             },
             datasets=[s.name for s in specs],
             as_of_dates=[d.isoformat() for d in as_of_dates],
         ):
-            _export(run, specs, as_of_dates, formats, progress, results)
+            _export(run, specs, as_of_dates, formats, replace_formats, progress, results)
         succeeded = True
     finally:
         run.metrics(_export_metrics(run.settings, specs, results, clock, succeeded))
@@ -131,12 +163,15 @@ def export_dataset(
     formats: list[str],
     *,
     command: str | None = None,
+    replace_formats: bool = False,
     progress: ProgressCallback | None = None,
 ) -> ExportResult:
     """Export one dataset as of one date in a run of its own (the library's entry point);
     on any failure nothing is published."""
     run = Run(settings, command or f"export {dataset}")
-    return export_datasets(run, [dataset], [as_of], formats, progress=progress)[0]
+    return export_datasets(
+        run, [dataset], [as_of], formats, replace_formats=replace_formats, progress=progress
+    )[0]
 
 
 def _export(
@@ -144,6 +179,7 @@ def _export(
     specs: Sequence[DatasetSpec],
     as_of_dates: Sequence[date],
     formats: list[str],
+    replace_formats: bool,
     progress: ProgressCallback | None,
     results: list[ExportResult],
 ) -> None:
@@ -188,7 +224,7 @@ def _export(
                 )
             except OSError as exc:
                 raise WriteError(f"could not write the export: {exc}") from None
-            results += publish_date(run, staged, as_of)
+            results += publish_date(run, staged, as_of, replace_formats=replace_formats)
             notify(
                 progress,
                 ExportEvent("date", f"as of {as_of}", done=index, total=len(as_of_dates)),
@@ -233,7 +269,7 @@ def _export_metrics(
 # ---------------------------------------------------------------------------------- publishing
 
 
-def _describe(run: Run, item: StagedFile) -> ManifestFile:
+def _describe(run: Run, item: StagedFile, snapshot_at: datetime | None) -> ManifestFile:
     """Checksum a staged file (fsynced by its writer) as its manifest entry will list it."""
     size, digest = files.sha256_of(run.tree, item.temp, Place.TEMP)
     return ManifestFile(
@@ -244,21 +280,48 @@ def _describe(run: Run, item: StagedFile) -> ManifestFile:
         bytes=size,
         sha256=digest,
         columns=tuple(Column(c["name"], c["type"]) for c in item.columns),
+        run_id=run.run_id,
+        snapshot_at=snapshot_at,
     )
 
 
-def _part(run: Run, staged: DatasetRun, as_of: date) -> DatasetPart:
+def kept_files(
+    previous: Manifest | None, written: set[tuple[str, str]], *, replace_formats: bool
+) -> tuple[list[ManifestFile], list[ManifestFile]]:
+    """Of the date's previous files: those this run keeps (a table and format it does not
+    write, unless ``replace_formats``), with the run and snapshot they came from, and those it
+    replaces or removes."""
+    if previous is None:
+        return [], []
+    kept: list[ManifestFile] = []
+    gone: list[ManifestFile] = []
+    for entry in previous.files:
+        if replace_formats or (entry.table, entry.format) in written:
+            gone.append(entry)
+        else:
+            kept.append(
+                replace(
+                    entry,
+                    run_id=entry.origin(previous.run_id),
+                    snapshot_at=entry.snapshot_at or previous.snapshot_at,
+                )
+            )
+    return kept, gone
+
+
+def _part(run: Run, staged: DatasetRun, as_of: date, *, replace_formats: bool) -> DatasetPart:
     """One dataset's share of the date's journal: its renames, the files of the date's previous
-    manifest it no longer names, and its new manifest."""
+    manifest it no longer names, and its new manifest (which keeps the previous files of other
+    formats unless ``replace_formats``)."""
     tree = run.tree
-    entries = [_describe(run, item) for item in staged.staged]
+    entries = [_describe(run, item, staged.snapshot_at) for item in staged.staged]
     manifest_path = tree.manifest_path(staged.spec.name, as_of)
     previous = read_run(tree, staged.spec.name, manifest_path, marked=False)
+    written = {(e.table, e.format) for e in entries}
+    kept, gone = kept_files(previous.manifest, written, replace_formats=replace_formats)
     named = {e.path for e in entries}
-    obsolete: tuple[str, ...] = ()
-    if previous.manifest is not None:
-        obsolete = tuple(f.path for f in previous.manifest.files if f.path not in named)
-    elif previous.problem is not None and files.exists(manifest_path):
+    obsolete = tuple(f.path for f in gone if f.path not in named)
+    if previous.manifest is None and previous.problem is not None and files.exists(manifest_path):
         log.warning(
             "the previous manifest %s is not trusted (%s): the new one replaces it and none of "
             "the files it names is removed",
@@ -275,7 +338,8 @@ def _part(run: Run, staged: DatasetRun, as_of: date) -> DatasetPart:
         started_at=run.started,
         finished_at=utc_now(),
         source=identity.to_json(),
-        files=tuple(entries),
+        files=tuple(entries + kept),
+        snapshot_at=staged.snapshot_at,
     )
     moves = tuple(
         Move(tree.relative(item.temp), tree.relative(item.planned.path), entry.bytes)
@@ -284,12 +348,15 @@ def _part(run: Run, staged: DatasetRun, as_of: date) -> DatasetPart:
     return DatasetPart(staged.spec.name, moves, obsolete, manifest)
 
 
-def publish_date(run: Run, staged: list[DatasetRun], as_of: date) -> list[ExportResult]:
+def publish_date(
+    run: Run, staged: list[DatasetRun], as_of: date, *, replace_formats: bool = False
+) -> list[ExportResult]:
     """Publish every staged file of the date together: the journal first, then the renames,
     the manifests and the pointers. Signals wait until it is complete."""
     tree = run.tree
     try:
-        record = PublishRecord(run.run_id, as_of, tuple(_part(run, s, as_of) for s in staged))
+        parts = tuple(_part(run, s, as_of, replace_formats=replace_formats) for s in staged)
+        record = PublishRecord(run.run_id, as_of, parts)
     except (OSError, AbacoError) as exc:
         for item in staged:
             discard(tree, item.staged)

@@ -476,7 +476,7 @@ def _prune_locked(
 
 def _describe(run: AuditedRun, result: PruneResult) -> None:
     """What went, for the audit record; a dataset skipped for its lock makes the run FAIL."""
-    run.details = {
+    run.details |= {
         "removed": [r.to_json() for r in result.removed],
         "count": result.count,
         "bytes": result.bytes,

@@ -24,9 +24,10 @@ from abaco_cli.errors import AbacoError, InterruptedRun, UnsafePathError, WriteE
 from abaco_cli.redaction import Redactor
 from abaco_cli.runtime import files, journal
 from abaco_cli.runtime.inventory import refresh_latest
-from abaco_cli.runtime.journal import PublishRecord
+from abaco_cli.runtime.journal import MIGRATE, PublishRecord
 from abaco_cli.runtime.lock import dataset_lock
 from abaco_cli.runtime.manifest import iso_time
+from abaco_cli.runtime.migration import Migration, migrate_dataset
 from abaco_cli.runtime.tree import Place, RuntimeTree
 from abaco_cli.settings import Settings
 from abaco_cli.signals import SignalGuard
@@ -67,6 +68,7 @@ class Run:
         self.audit: AuditedRun | None = None
         self.published: list[str] = []  # what this run made live, for the exit message
         self.source: SourceIdentity | None = None  # what its connection reported (connected)
+        self.migrated: list[Migration] = []  # runs moved to the one-format-a-folder layout
         self._recorder: AuditRecorder | None = None
         self._held = ExitStack()  # dataset locks, released after the audit's end record
         self._locked: set[str] = set()
@@ -212,14 +214,32 @@ class Run:
                 ) from None
             for record in finished:
                 self._record_recovery(record, dataset)
+            migrated = migrate_dataset(self.tree, dataset, self.run_id, self.checkpoint)
             refresh_latest(self.tree, dataset, self.run_id)
             swept = files.sweep_temps(self.tree, dataset)
         if swept:
             log.info("removed %d temporary file(s) of an interrupted %s run", len(swept), dataset)
+        if migrated:
+            self.migrated += migrated
+            moved = sum(len(m.moves) for m in migrated)
+            log.info(
+                "moved %d CSV and JSON file(s) of %d %s run(s) to folders of their own "
+                "(one format a folder)",
+                moved,
+                len(migrated),
+                dataset,
+            )
+            if self.audit is not None:
+                self.audit.details.setdefault("layout_migrated", []).extend(
+                    m.to_json() for m in migrated
+                )
 
     def _record_recovery(self, record: PublishRecord, dataset: str) -> None:
         part = record.part(dataset)
         assert part is not None
+        if record.kind == MIGRATE:
+            log.warning("finished moving %s as of %s to the new layout", dataset, record.as_of)
+            return
         log.warning(
             "finished the publish of run %s (%s as of %s) that was interrupted",
             record.run_id,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -30,7 +30,7 @@ import pyarrow as pa
 from abaco_cli.datasets.base import DatasetSpec, DeriveContext, Params, TableSpec
 from abaco_cli.db.classify import classify
 from abaco_cli.db.connect import Connection, SourceIdentity, connect, snapshot
-from abaco_cli.db.snapshot import export_snapshot, import_snapshot
+from abaco_cli.db.snapshot import export_snapshot, import_snapshot, snapshot_time
 from abaco_cli.db.stream import QueryStream
 from abaco_cli.errors import UnsafePathError
 from abaco_cli.redaction import Redactor
@@ -85,10 +85,11 @@ class StagedFile:
 
 @dataclass
 class DatasetRun:
-    """One dataset's staged files for one date."""
+    """One dataset's staged files for one date, and the instant of the source they describe."""
 
     spec: DatasetSpec
     staged: list[StagedFile]
+    snapshot_at: datetime | None = None
 
 
 def planned_files(
@@ -378,6 +379,9 @@ def stage_date(
             conn = source.get()
             connections = [conn]
             snapshot_id = _open_snapshot(stack, conn, settings, share=workers > 1)
+            taken = snapshot_time(conn)
+            for run in runs:
+                run.snapshot_at = taken
             if snapshot_id is not None:
                 for helper in source.get_helpers(workers - 1):
                     _join_snapshot(stack, helper, settings, snapshot_id)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import psycopg
@@ -31,7 +31,7 @@ from abaco_cli.redaction import Redactor
 from abaco_cli.runtime import files, journal
 from abaco_cli.runtime.inventory import ExportedRun, dataset_dirs, exported_runs, read_pointer
 from abaco_cli.runtime.lock import dataset_lock
-from abaco_cli.runtime.manifest import parse_time
+from abaco_cli.runtime.manifest import ManifestFile, parse_time
 from abaco_cli.runtime.tree import Place, RuntimeTree
 from abaco_cli.settings import Settings
 
@@ -157,37 +157,74 @@ def check_linkage(
             "(a restored manifest needs `abaco audit record-restore`)",
         )
         return [problem], []
+    # Compared by file name, which is unique within a dataset and date whatever the layout
+    # (a migrated tree moves CSV and JSON files to folders of their own, names unchanged).
+    own = {PurePosixPath(p).name: sha for p, sha in recorded.items()}
     problems: list[Finding] = []
-    named = {entry.path for entry in manifest.files}
+    named = {PurePosixPath(entry.path).name for entry in manifest.files}
     for entry in manifest.files:
-        if entry.path not in recorded:
-            problems.append(
-                Finding(
-                    "manifest_edited",
-                    where,
-                    f"{where} was edited: it names {entry.path}, a file the audit record of run "
-                    f"{manifest.run_id} does not list",
+        name = PurePosixPath(entry.path).name
+        origin = entry.origin(manifest.run_id)
+        if name in own:
+            if own[name] != entry.sha256:
+                problems.append(
+                    Finding(
+                        "manifest_edited",
+                        where,
+                        f"{where} was edited: the sha256 it gives {entry.path} differs from the "
+                        f"audit record of run {manifest.run_id}",
+                    )
                 )
-            )
-        elif recorded[entry.path] != entry.sha256:
-            problems.append(
-                Finding(
-                    "manifest_edited",
-                    where,
-                    f"{where} was edited: the sha256 it gives {entry.path} differs from the "
-                    f"audit record of run {manifest.run_id}",
-                )
-            )
-    for path in sorted(set(recorded) - named):
+            continue
+        if origin != manifest.run_id:  # a file of another format that an earlier run wrote
+            kept = _check_kept(trail, run.dataset, manifest.as_of_date, entry, origin, where)
+            if kept is not None:
+                problems.append(kept)
+            continue
         problems.append(
             Finding(
                 "manifest_edited",
                 where,
-                f"{where} was edited: it no longer names {path}, a file the audit record of run "
+                f"{where} was edited: it names {entry.path}, a file the audit record of run "
+                f"{manifest.run_id} does not list",
+            )
+        )
+    for name in sorted(set(own) - named):
+        problems.append(
+            Finding(
+                "manifest_edited",
+                where,
+                f"{where} was edited: it no longer names {name}, a file the audit record of run "
                 f"{manifest.run_id} lists",
             )
         )
     return problems, []
+
+
+def _check_kept(
+    trail: Trail, dataset: str, day: date, entry: ManifestFile, origin: str, where: str
+) -> Finding | None:
+    """A file kept from an earlier run must be in that run's record, with the same sha256."""
+    recorded = trail.recorded.get((origin, dataset, day.isoformat()))
+    if recorded is None:
+        moment = entry.snapshot_at
+        if trail.first_time is not None and moment is not None and moment < trail.first_time:
+            return None  # that run predates the log
+        return Finding(
+            "manifest_edited",
+            where,
+            f"{where} keeps {entry.path} from run {origin}, which has no record in the audit log",
+        )
+    by_name = {PurePosixPath(p).name: sha for p, sha in recorded.items()}
+    sha = by_name.get(PurePosixPath(entry.path).name)
+    if sha == entry.sha256:
+        return None
+    what = "a file it does not list" if sha is None else "with another sha256"
+    return Finding(
+        "manifest_edited",
+        where,
+        f"{where} keeps {entry.path} from run {origin}, {what} in that run's audit record",
+    )
 
 
 def _check_files(tree: RuntimeTree, run: ExportedRun) -> list[Finding]:
