@@ -7,9 +7,10 @@ timestamps, and every file it names must be a data file of its own dataset and a
 and left alone, never acted on.
 
 Version 2 adds ``snapshot_at`` (the instant of the source the run read: the start of its
-snapshot transaction) and, per file, the ``run_id`` and ``snapshot_at`` it came from: a run
-replaces the formats it writes and keeps the date's files of other formats, which describe an
-earlier instant. Version 1 manifests (no such fields: every file is the run's own) are read too.
+snapshot transaction), ``dq`` (the data-quality checks run in that snapshot) and, per file,
+the ``run_id`` and ``snapshot_at`` it came from: a run replaces the formats it writes and keeps
+the date's files of other formats, which describe an earlier instant. Version 1 manifests (no
+such fields: every file is the run's own) are read too.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ class Manifest:
     status: str = "success"
     manifest_version: int = MANIFEST_VERSION
     snapshot_at: datetime | None = None
+    dq: Mapping[str, Any] | None = None  # the data-quality checks of the snapshot (version 2)
     extra: Mapping[str, Any] = field(default_factory=dict)  # fields of a newer writer, kept
 
     @property
@@ -127,6 +129,7 @@ class Manifest:
             "snapshot_at": iso_time(self.snapshot_at) if self.snapshot_at else None,
             "source": dict(self.source),
             "files": [f.to_json() for f in self.files],
+            **({"dq": dict(self.dq)} if self.dq is not None else {}),
         }
 
     def to_json(self) -> str:
@@ -180,9 +183,12 @@ class Manifest:
         snapshot_at = parse_time(snapshot)
         if snapshot is not None and snapshot_at is None:
             raise ManifestError("bad_manifest", "snapshot_at is not a timestamp")
+        dq = data.get("dq")
+        if dq is not None and not isinstance(dq, dict):
+            raise ManifestError("bad_manifest", "dq is not an object")
         known = {
             "manifest_version", "status", "run_id", "dataset", "as_of_date", "schema_version",
-            "tool_version", "started_at", "finished_at", "snapshot_at", "source", "files",
+            "tool_version", "started_at", "finished_at", "snapshot_at", "source", "files", "dq",
         }  # fmt: skip
         return cls(
             run_id=run_id,
@@ -197,6 +203,7 @@ class Manifest:
             status=_text(data.get("status"), "status"),
             manifest_version=int(version),
             snapshot_at=snapshot_at,
+            dq=dq,
             extra={k: v for k, v in data.items() if k not in known},
         )
 

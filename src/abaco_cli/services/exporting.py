@@ -18,12 +18,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 from abaco_cli import __version__, metrics
 from abaco_cli.datasets import get_dataset
 from abaco_cli.datasets.base import DatasetSpec
-from abaco_cli.db.connect import source_identity, with_retries
+from abaco_cli.db.connect import Connection, source_identity, with_retries
 from abaco_cli.errors import AbacoError, WriteError
+from abaco_cli.quality import QualityReport, run_checks
 from abaco_cli.runtime import files, journal
 from abaco_cli.runtime.inventory import read_run
 from abaco_cli.runtime.journal import DatasetPart, JournalError, Move, PublishRecord
@@ -199,6 +201,7 @@ def _export(
         generated_at=iso(run.started),
         partition_columns=("as_of_date",),
     )
+    quality: dict[date, QualityReport] = {}
     source = Source(settings, on_connect=run.connected)
     try:
         for index, as_of in enumerate(as_of_dates, start=1):
@@ -209,7 +212,12 @@ def _export(
             date_context = replace(context, as_of_date=as_of.isoformat())
 
             def attempt(day: date = as_of, ctx: FileContext = date_context) -> list[DatasetRun]:
-                return stage_date(source, run.tree, settings, specs, day, formats, ctx, progress)
+                def check(conn: Connection, on: date = day) -> None:
+                    quality[on] = check_quality(run, conn, on, progress)
+
+                return stage_date(
+                    source, run.tree, settings, specs, day, formats, ctx, progress, check
+                )
 
             try:
                 staged = with_retries(
@@ -224,7 +232,14 @@ def _export(
                 )
             except OSError as exc:
                 raise WriteError(f"could not write the export: {exc}") from None
-            results += publish_date(run, staged, as_of, replace_formats=replace_formats)
+            report = quality.get(as_of)
+            results += publish_date(
+                run,
+                staged,
+                as_of,
+                replace_formats=replace_formats,
+                dq=report.manifest_section() if report is not None else None,
+            )
             notify(
                 progress,
                 ExportEvent("date", f"as of {as_of}", done=index, total=len(as_of_dates)),
@@ -264,6 +279,27 @@ def _export_metrics(
             )
         )
     return metrics.export_update(runs)
+
+
+def check_quality(
+    run: Run, conn: Connection, as_of: date, progress: ProgressCallback | None
+) -> QualityReport:
+    """The data-quality checks, inside the date's snapshot before any figure is computed:
+    recorded in the metrics and the audit record, a warning logged, the date stopped when the
+    policy (dq.on_error, dq.on_warning) says the figures must not go out."""
+    notify(progress, ExportEvent("table", "checking data quality", table="dq"))
+    report = run_checks(conn, run.settings, as_of=as_of)
+    notify(progress, ExportEvent("written", f"data quality: {report.summary()}", table="dq"))
+    run.metrics(metrics.dq_update(report, time.time()))
+    if run.audit is not None:
+        run.audit.details.setdefault("dq", {})[as_of.isoformat()] = {
+            "outcome": report.outcome,
+            "summary": report.summary(),
+        }
+    if report.outcome == "warn":
+        log.warning("data quality as of %s: %s (runbooks/data-quality.md)", as_of, report.summary())
+    report.raise_if_blocking()
+    return report
 
 
 # ---------------------------------------------------------------------------------- publishing
@@ -309,7 +345,14 @@ def kept_files(
     return kept, gone
 
 
-def _part(run: Run, staged: DatasetRun, as_of: date, *, replace_formats: bool) -> DatasetPart:
+def _part(
+    run: Run,
+    staged: DatasetRun,
+    as_of: date,
+    *,
+    replace_formats: bool,
+    dq: dict[str, Any] | None = None,
+) -> DatasetPart:
     """One dataset's share of the date's journal: its renames, the files of the date's previous
     manifest it no longer names, and its new manifest (which keeps the previous files of other
     formats unless ``replace_formats``)."""
@@ -340,6 +383,7 @@ def _part(run: Run, staged: DatasetRun, as_of: date, *, replace_formats: bool) -
         source=identity.to_json(),
         files=tuple(entries + kept),
         snapshot_at=staged.snapshot_at,
+        dq=dq,
     )
     moves = tuple(
         Move(tree.relative(item.temp), tree.relative(item.planned.path), entry.bytes)
@@ -349,13 +393,18 @@ def _part(run: Run, staged: DatasetRun, as_of: date, *, replace_formats: bool) -
 
 
 def publish_date(
-    run: Run, staged: list[DatasetRun], as_of: date, *, replace_formats: bool = False
+    run: Run,
+    staged: list[DatasetRun],
+    as_of: date,
+    *,
+    replace_formats: bool = False,
+    dq: dict[str, Any] | None = None,
 ) -> list[ExportResult]:
     """Publish every staged file of the date together: the journal first, then the renames,
     the manifests and the pointers. Signals wait until it is complete."""
     tree = run.tree
     try:
-        parts = tuple(_part(run, s, as_of, replace_formats=replace_formats) for s in staged)
+        parts = tuple(_part(run, s, as_of, replace_formats=replace_formats, dq=dq) for s in staged)
         record = PublishRecord(run.run_id, as_of, parts)
     except (OSError, AbacoError) as exc:
         for item in staged:

@@ -30,7 +30,7 @@ from abaco_cli.db.snapshot import ping
 from abaco_cli.errors import AbacoError
 from abaco_cli.redaction import Redactor
 from abaco_cli.runtime import journal
-from abaco_cli.runtime.inventory import dataset_dirs, exported_runs, linked_folders
+from abaco_cli.runtime.inventory import dataset_dirs, exported_runs, linked_folders, newest_run
 from abaco_cli.runtime.lock import probe_locks
 from abaco_cli.runtime.tree import RuntimeTree
 from abaco_cli.services.run import iso, utc_now
@@ -43,7 +43,9 @@ from abaco_cli.services.verifying import (
 )
 from abaco_cli.settings import Settings
 
-CHECKS = ("config", "db", "contract", "freshness", "runtime", "disk", "audit", "sink", "locks")
+CHECKS = (
+    "config", "db", "contract", "freshness", "dq", "runtime", "disk", "audit", "sink", "locks",
+)  # fmt: skip
 
 
 class State(IntEnum):
@@ -251,6 +253,46 @@ def _freshness(ctx: _Context) -> Check:
     return Check("freshness", worst, ", ".join(parts), details)
 
 
+def _dq(ctx: _Context) -> Check:
+    """The data-quality checks recorded in each dataset's newest manifest (`dq` section)."""
+    warnings: list[str] = []
+    failures: list[str] = []
+    for dataset in freshness_datasets(ctx.settings):
+        newest = newest_run(exported_runs(ctx.tree, dataset))
+        section = newest.manifest.dq if newest is not None and newest.manifest else None
+        if not section:
+            continue
+        outcome = section.get("outcome")
+        failed = [
+            f"{c.get('name')} {c.get('count')}"
+            for c in section.get("checks", [])
+            if isinstance(c, dict) and c.get("count")
+        ]
+        text = f"{dataset} as of {section.get('as_of')}: {', '.join(failed) or outcome}"
+        if outcome == "fail":
+            failures.append(text)
+        elif outcome == "warn":
+            warnings.append(text)
+    details = {"warnings": warnings, "failures": failures}
+    if failures:
+        return Check(
+            "dq",
+            State.CRITICAL,
+            f"a published run failed its data-quality checks ({'; '.join(failures)}): a normal "
+            "run never publishes one; `abaco audit verify` (runbooks/data-quality.md)",
+            details,
+        )
+    if warnings:
+        return Check(
+            "dq",
+            State.WARNING,
+            f"data-quality findings in the newest exports: {'; '.join(warnings)} "
+            "(runbooks/data-quality.md)",
+            details,
+        )
+    return Check("dq", State.OK, "the newest exports passed their data-quality checks", details)
+
+
 def _probe(folder: Path) -> str | None:
     """None when a file can be created, written, synced and removed in ``folder``."""
     probe = folder / f".abaco-healthcheck-{os.getpid()}.tmp"
@@ -423,6 +465,7 @@ _RUNNERS: dict[str, Callable[[_Context], Check]] = {
     "db": _db,
     "contract": _contract,
     "freshness": _freshness,
+    "dq": _dq,
     "runtime": _runtime,
     "disk": _disk,
     "audit": _audit,

@@ -357,9 +357,11 @@ def stage_date(
     formats: list[str],
     context: FileContext,
     progress: ProgressCallback | None,
+    before: Callable[[Connection], None] | None = None,
 ) -> list[DatasetRun]:
     """Every table of every dataset of one as-of date inside one snapshot, up to
-    ``parallel_queries`` at a time; on failure nothing stays staged."""
+    ``parallel_queries`` at a time; ``before`` runs first on the snapshot's first connection
+    (the data-quality checks) and may stop the date. On failure nothing stays staged."""
     runs = [
         DatasetRun(
             spec,
@@ -382,6 +384,8 @@ def stage_date(
             taken = snapshot_time(conn)
             for run in runs:
                 run.snapshot_at = taken
+            if before is not None:
+                before(conn)
             if snapshot_id is not None:
                 for helper in source.get_helpers(workers - 1):
                     _join_snapshot(stack, helper, settings, snapshot_id)
