@@ -34,20 +34,21 @@ def _query(
     *,
     states: str | None = None,
     levels: Sequence[str] = (WRITE_OFF_LEVEL,),
+    history: bool = False,
     cohorts_only: bool = False,
     delinquency: bool = False,
 ) -> Callable[[Settings], sql.Composed]:
-    """A table's query: its SQL file with the source tables and either the arrears history and
-    the loan states at the dates of the ``states`` parameter ({states}), or the arrears history
-    up to D alone ({history}, over the cohorts' loans when ``cohorts_only``), and
-    dpd/delinquency.sql at D ({delinquency}) when asked for."""
+    """A table's query: its SQL file with the source tables and, as the file needs them, the
+    arrears history and the loan states at the dates of the ``states`` parameter ({states}),
+    the arrears history up to D alone ({history}, over the cohorts' loans when
+    ``cohorts_only``), or dpd/delinquency.sql at D ({delinquency})."""
 
     def build(settings: Settings) -> sql.Composed:
         names = source_names(settings)
         extra: dict[str, sql.Composable] = {}
         if states is not None:
             extra["states"] = states_with_history(settings, states, levels)
-        else:
+        if history:
             loans = None
             if cohorts_only:
                 loans = sql.SQL(
@@ -124,8 +125,12 @@ ANALYTICS = DatasetSpec(
             "vintages",
             "per disbursement-month cohort and month on book: cumulative principal collected, "
             "ever 30 / 90 days past due, gross write-off, recoveries and net loss",
-            _query("vintages.sql", levels=(WRITE_OFF_LEVEL, *EVER_LEVELS), cohorts_only=True),
-            weight=1.5,
+            _query(
+                "vintages.sql",
+                levels=(WRITE_OFF_LEVEL, *EVER_LEVELS),
+                history=True,
+                cohorts_only=True,
+            ),
         ),
         TableSpec(
             "roll_rates",
@@ -161,7 +166,7 @@ ANALYTICS = DatasetSpec(
             "the IFRS 9 provision matrix: per stage (customer days past due) the exposure at "
             "D, the historical loss rate, the expected credit loss and its coverage",
             _query("provisions.sql", states="provision_dates"),
-            weight=2.0,
+            weight=1.5,
         ),
     ),
     build_params=analytics_params,
