@@ -112,8 +112,10 @@ def test_roll_rate_rows_add_up_to_one(demo_exports: dict[date, Any]) -> None:
     filled = [cells for cells in groups.values() if sum(c["loans"] for c in cells) > 0]
     assert len(filled) >= 12 * 5  # twelve transitions, most buckets hold loans
     for cells in filled:
-        assert sum(c["loans_rate"] for c in cells) == pytest.approx(1.0, abs=1e-9)
-        assert sum(c["balance_rate"] for c in cells) == pytest.approx(1.0, abs=1e-9)
+        assert sum(c["loans_rate"] for c in cells) == pytest.approx(Decimal(1), abs=Decimal("1E-9"))
+        assert sum(c["balance_rate"] for c in cells) == pytest.approx(
+            Decimal(1), abs=Decimal("1E-9")
+        )
     # settled loans are paid off: no loan in a bucket rolls to Current with a cent left
     cures = [r for r in rows if r["from_bucket_value"] > 0 and r["to_state"] == "Current"]
     assert all(r["to_balance"] == 0 or r["to_balance"] > CENT * r["loans"] for r in cures)
@@ -328,6 +330,11 @@ def months_between(first: date, later: date) -> int:
 
 
 def test_the_arrears_history_agrees_with_a_daily_walk(db_conninfo: str, settings: Settings) -> None:
+    # the book holds a reversal (a negative payment), which the data-quality checks stop by
+    # default (negative_amount): here the figures must go out with it
+    settings = settings.model_copy(
+        update={"dq": settings.dq.model_copy(update={"on_error": "warn"})}
+    )
     with psycopg.connect(db_conninfo) as conn:
         seed_portfolio(conn, SourceTables(), loans=2_000, seed=5, through=D)
     with Portfolio(db_conninfo) as book:

@@ -695,7 +695,9 @@ def test_aging_summary(db_conninfo: str, settings: Settings) -> None:
         assert row["customers"] == customers, label
         assert row["outstanding"] == dec(outstanding), label
         assert row["past_due_amount"] == dec(past_due), label
-        assert row["share_of_outstanding"] == pytest.approx(share, abs=1e-12), label
+        assert row["share_of_outstanding"] == pytest.approx(
+            Decimal(repr(share)), abs=Decimal("1E-10")
+        ), label
         assert row["description"]  # the policy's description travels with the bucket
     assert export.aging_table.schema.field("outstanding").type == MONEY
     assert export.aging_table.schema.field("past_due_amount").type == MONEY
@@ -763,7 +765,7 @@ def test_custom_bucket_policy(db_conninfo: str, settings: Settings) -> None:
         (2, "91+", "late arrears", 1, dec("400.00")),
     ]
     shares = [r["share_of_outstanding"] for r in export.aging]
-    assert shares == pytest.approx([0.1, 0.5, 0.4], abs=1e-12)
+    assert shares == [Decimal("0.1"), Decimal("0.5"), Decimal("0.4")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -811,7 +813,7 @@ def test_single_bucket_policy(db_conninfo: str, settings: Settings) -> None:
     [row] = export.aging
     assert (row["dpd_bucket"], row["loans"], row["outstanding"]) == ("All", 2, dec("400.00"))
     assert row["past_due_amount"] == dec("300.00")
-    assert row["share_of_outstanding"] == pytest.approx(1.0)
+    assert row["share_of_outstanding"] == Decimal(1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1018,7 +1020,7 @@ def test_settled_cents_are_not_active(db_conninfo: str, settings: Settings) -> N
     current = export.aging[0]
     assert (current["loans"], current["customers"], current["outstanding"]) == (1, 1, dec("500.00"))
     assert sum(r["loans"] for r in export.aging) == 1
-    assert export.aging[0]["share_of_outstanding"] == pytest.approx(1.0)
+    assert export.aging[0]["share_of_outstanding"] == Decimal(1)
 
 
 def test_new_columns_and_schema_version(db_conninfo: str, settings: Settings) -> None:

@@ -174,3 +174,81 @@ def test_asking_for_one_more_format_keeps_the_others(
         "dpd/loans.json/as_of_date=2025-12-29/dpd_loans_2025-12-29.json",
     ]
     verify(cli)
+
+
+def to_version_1_types(runtime_dir: Path, day: str) -> None:
+    """Write dpd/aging's ratio back as version 1 did (a binary float), in Parquet and CSV,
+    and the manifest to match (as an old tree restored from a copy would have it)."""
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    path = manifest_path(runtime_dir, "dpd", day)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    for entry in data["files"]:
+        if entry["table"] != "aging" or entry["format"] not in ("parquet", "csv"):
+            continue
+        file = exports(runtime_dir) / entry["path"]
+        if entry["format"] == "parquet":
+            table = pq.read_table(file)
+            index = table.schema.get_field_index("share_of_outstanding")
+            floats = table.column(index).cast(pa.float64())
+            table = table.set_column(index, pa.field("share_of_outstanding", pa.float64()), floats)
+            pq.write_table(table, file, compression="zstd")
+        else:
+            text = file.read_text(encoding="utf-8")
+            rows = list(pacsv.read_csv(file).to_pylist())
+            for row in rows:  # the share as a float's repr, as version 1 printed it
+                value = row["share_of_outstanding"]
+                if value is not None:
+                    text = text.replace(f",{value},", f",{float(value)!r},", 1)
+            file.write_text(text, encoding="utf-8", newline="")
+        for column in entry["columns"]:
+            if column["name"] == "share_of_outstanding":
+                column["type"] = "double"
+        entry["bytes"] = file.stat().st_size
+        entry["sha256"] = hashlib.sha256(file.read_bytes()).hexdigest()
+    data["schema_version"] = 1
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def test_files_of_an_earlier_version_are_rewritten_with_this_versions_types(
+    cli: CliRunner, db_conninfo: str, runtime_dir: Path
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    add_loans(db_conninfo)
+    assert invoke(cli, "export", "dpd", "--as-of", DAYS[0]).exit_code == 0
+    to_version_1_types(runtime_dir, DAYS[0])
+    dry = json.loads(invoke(cli, "migrate-tree", "--dry-run", "--json").stdout)
+    assert [r["columns"] for r in dry["retyped"]] == [["share_of_outstanding"]]
+    assert len(dry["retyped"][0]["files"]) == 2  # the Parquet and the CSV file
+
+    # the old run restored by hand: record-restore takes the lock, which migrates it first
+    restored = invoke(cli, "audit", "record-restore", "--dataset", "dpd", "--as-of", DAYS[0])
+    assert restored.exit_code == 0, restored.stderr
+    assert "with this version's column types (share_of_outstanding)" in restored.stderr
+    aging = exports(runtime_dir) / "dpd" / "aging" / f"as_of_date={DAYS[0]}"
+    schema = pq.read_schema(next(aging.glob("*.parquet")))
+    assert schema.field("share_of_outstanding").type == pa.decimal128(18, 10)
+    csv_text = next((exports(runtime_dir) / "dpd" / "aging.csv").rglob("*.csv")).read_text()
+    assert "e-" not in csv_text and "E" not in csv_text.split("\n", 1)[1]
+    data = json.loads(manifest_path(runtime_dir, "dpd", DAYS[0]).read_text())
+    types = {
+        (f["format"], c["name"]): c["type"]
+        for f in data["files"]
+        if f["table"] == "aging"
+        for c in f["columns"]
+    }
+    assert types[("parquet", "share_of_outstanding")] == "decimal128(18, 10)"
+    assert types[("csv", "share_of_outstanding")] == "decimal128(18, 10)"
+    report = verify(cli)  # the MIGRATE record ties the rewritten files to the trail
+    assert report["problems"] == []
+    events = [json.loads(line)["event"] for line in
+              (runtime_dir / "audit" / "audit.jsonl").read_text().splitlines()]  # fmt: skip
+    assert "MIGRATE" in events
+    again = json.loads(invoke(cli, "migrate-tree", "--json").stdout)
+    assert again["retyped"] == []

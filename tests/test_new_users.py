@@ -525,7 +525,10 @@ def test_shell_completion_completes_choices_and_each_item_of_check(work: Path) -
     assert complete("abaco --log-format ", work) == ["plain", "json"]
     assert complete("abaco audit list --status re", work) == ["recovered", "restored"]
     assert complete("abaco healthcheck --check db,fr", work) == ["db,freshness"]
-    assert complete("abaco healthcheck --check db,freshness,d", work) == ["db,freshness,disk"]
+    assert complete("abaco healthcheck --check db,freshness,d", work) == [
+        "db,freshness,dq",
+        "db,freshness,disk",
+    ]
     offered = complete("abaco healthcheck --check db,", work)
     assert "db,db" not in offered
     assert "db,locks" in offered

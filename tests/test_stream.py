@@ -64,7 +64,7 @@ def test_type_map_of_every_supported_type(conn: psycopg.Connection[Any]) -> None
                1::int2                           AS small,
                2::int4                           AS medium,
                9000000000::int8                  AS big,
-               0.5::float8                       AS share,
+               0.5::numeric(18,10)               AS share,
                true                              AS flag
         """,
     )
@@ -79,7 +79,7 @@ def test_type_map_of_every_supported_type(conn: psycopg.Connection[Any]) -> None
         "small": pa.int16(),
         "medium": pa.int32(),
         "big": pa.int64(),
-        "share": pa.float64(),
+        "share": pa.decimal128(18, 10),
         "flag": pa.bool_(),
     }
     assert {f.name: f.type for f in schema} == expected
@@ -97,7 +97,7 @@ def test_type_map_of_every_supported_type(conn: psycopg.Connection[Any]) -> None
         "small": 1,
         "medium": 2,
         "big": 9000000000,
-        "share": 0.5,
+        "share": Decimal("0.5000000000"),
         "flag": True,
     }
 
@@ -230,3 +230,9 @@ def test_empty_result_has_a_schema_and_no_batches(conn: psycopg.Connection[Any])
     schema, batches = run(conn, "SELECT 1::numeric(18,2) AS amount WHERE false")
     assert schema.field("amount").type == pa.decimal128(18, 2)
     assert batches == []
+
+
+def test_a_binary_float_never_reaches_a_writer(conn: psycopg.Connection[Any]) -> None:
+    """Exports carry exact decimals: a float8 column is refused, naming the column and the fix."""
+    with pytest.raises(DataError, match=r"'share' is a binary float .* numeric\(18,10\)"):
+        run(conn, "SELECT 0.5::float8 AS share")

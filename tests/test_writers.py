@@ -82,7 +82,7 @@ def source_batch() -> pa.RecordBatch:
 
 def write_all(writer_cls: type[BatchWriter], *batches: pa.RecordBatch) -> bytes:
     sink = io.BytesIO()
-    writer = writer_cls(sink, SCHEMA, CONTEXT)
+    writer = writer_cls(sink, batches[0].schema if batches else SCHEMA, CONTEXT)
     for batch in batches:
         writer.write(batch)
     writer.close()
@@ -161,7 +161,8 @@ def test_csv_values_round_trip_as_plain_text() -> None:
     text = write_all(CsvWriter, source_batch()).decode("utf-8")
     records = list(csv.DictReader(io.StringIO(text, newline="")))
     assert [r["amount"] for r in records] == ["12345678901234.56", "-0.01", "0.10", "0.00", ""]
-    assert [r["rate"] for r in records] == ["0.125000", "-1.000001", "", "9999.999999", "0.000001"]
+    # rates and ratios: no exponent, no trailing zeros beyond their scale; money keeps two places
+    assert [r["rate"] for r in records] == ["0.125", "-1.000001", "", "9999.999999", "0.000001"]
     assert [r["as_of_date"] for r in records] == [
         "2025-06-30",
         "2024-02-29",
@@ -302,3 +303,22 @@ def test_parse_formats_rejects_unknown_and_empty(text: str | list[str]) -> None:
     with pytest.raises(UsageError) as caught:
         parse_formats(text)
     assert caught.value.exit_code == 2
+
+
+def test_finer_decimals_never_print_an_exponent_or_trailing_zeros() -> None:
+    """Arrow writes 0E-10 and 1991.0000000000 for a decimal(18,10); abaco writes 0 and 1991."""
+    schema = pa.schema([("ratio", pa.decimal128(18, 10)), ("value", pa.decimal128(38, 10))])
+    values = ["0", "1991", "0.0795705030", "-0.5", "0.0000000001", "-12.3000000000"]
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array([Decimal(v) for v in values], t) for t in schema.types], schema=schema
+    )
+    expected = ["0", "1991", "0.079570503", "-0.5", "0.0000000001", "-12.3"]
+    text = write_all(CsvWriter, batch).decode("utf-8")
+    records = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert [r["ratio"] for r in records] == expected
+    assert [r["value"] for r in records] == expected
+    assert "E" not in text and "e-" not in text
+    document = write_all(JsonWriter, batch).decode("utf-8")
+    rows = json.loads(document, parse_float=str, parse_int=str)["rows"]  # the text as written
+    assert [r["ratio"] for r in rows] == expected
+    assert "E" not in document.split('"rows"')[1]

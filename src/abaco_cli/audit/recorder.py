@@ -1,18 +1,20 @@
 """Writing the audit trail: the records of one command, appended to the local chain and copied
 to the optional PostgreSQL sink.
 
-A record (``record_version`` 2; JSON, one a line; keys sorted):
-  time, event (START | COMPLETE | FAIL | RECOVER | RESTORE), run_id, command ("export dpd",
-  "prune", "db seed"), arguments, datasets, as_of_dates, host_id, actor {user, uid, host, pid,
-  started_by, systemd_unit}, tool_version, config_hash (sha256 of the effective configuration,
-  secrets redacted), source {host, port, database, user} (null for commands that never read
-  it), outputs [{dataset, as_of_date, table, format, path, rows, bytes, sha256}], details (per
-  command, e.g. what prune removed), duration_seconds, exit_code, error {type, message}, seq,
-  prev_hash, hash. Secrets never appear: free text goes through the one Redactor.
+A record (``record_version`` 2; JSON, one a line; keys sorted): time, event (START | COMPLETE |
+FAIL | RECOVER | RESTORE | MIGRATE), run_id, command ("export dpd", "prune", "db seed"),
+arguments, datasets, as_of_dates, host_id, actor {user, uid, host, pid, started_by,
+systemd_unit}, tool_version, config_hash (sha256 of the effective configuration, secrets
+redacted), source {host, port, database, user} (null for commands that never read it), outputs
+[{dataset, as_of_date, table, format, path, rows, bytes, sha256}], details (per command, e.g.
+what prune removed), duration_seconds, exit_code, error {type, message}, seq, prev_hash, hash.
+Secrets never appear: free text goes through the one Redactor.
 
 RECOVER: a later command finished the publish of a run that was killed mid-publish (its outputs
-are the files that publish made live). RESTORE: an operator restored a run's manifest from a
-copy (`abaco audit record-restore`), so that `audit verify` knows where the run comes from.
+are the files that publish made live). MIGRATE: a later version moved a run's files to its
+layout or rewrote them with its column types (the outputs: their new paths and checksums).
+RESTORE: an operator restored a run's manifest from a copy (`abaco audit record-restore`), so
+that `audit verify` knows where the run comes from.
 Version 1 records (no host_id) are read as they are.
 """
 

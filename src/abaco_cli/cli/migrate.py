@@ -1,4 +1,4 @@
-"""`abaco migrate-tree`: move an older runtime tree to one format a folder."""
+"""`abaco migrate-tree`: bring an older runtime tree to this version."""
 
 from __future__ import annotations
 
@@ -14,24 +14,40 @@ from abaco_cli.services.migrating import migrate_tree
 def migrate_tree_command(
     ctx: typer.Context,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="List what would move; move nothing.")
+        bool, typer.Option("--dry-run", help="List what would change; change nothing.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Move CSV and JSON files out of the Parquet table folders into <table>.csv/ and
-    <table>.json/, rewriting their manifests (every export and prune of a dataset does this for
-    that dataset on its own; this does it for all, now)."""
-    migrations = migrate_tree(state(ctx).run("migrate-tree"), dry_run=dry_run)
+    <table>.json/, and rewrite files of an earlier version with this version's column types
+    (ratios as decimal(18,10)), their manifests with them. Every export and prune of a dataset
+    does this for that dataset on its own; this does it for all, now."""
+    result = migrate_tree(state(ctx).run("migrate-tree"), dry_run=dry_run)
     if as_json:
-        console.emit_json({"dry_run": dry_run, "runs": [m.to_json() for m in migrations]})
+        console.emit_json(
+            {
+                "dry_run": dry_run,
+                "runs": [m.to_json() for m in result.moved],
+                "retyped": [r.to_json() for r in result.retyped],
+            }
+        )
         return
     verb = "would move" if dry_run else "moved"
     rows = [
-        (m.dataset, m.as_of_date, move.source, move.target) for m in migrations for move in m.moves
+        (m.dataset, m.as_of_date, move.source, move.target)
+        for m in result.moved
+        for move in m.moves
     ]
     if rows:
         console.table(f"files {verb}", ["dataset", "as_of", "from", "to"], rows)
+    retyped = [(r.dataset, r.as_of_date, path, ", ".join(r.columns))
+               for r in result.retyped for path in r.files]  # fmt: skip
+    rewrite = "would rewrite" if dry_run else "rewrote"
+    if retyped:
+        console.table(f"files {rewrite} with this version's types",
+                      ["dataset", "as_of", "file", "columns"], retyped)  # fmt: skip
     console.info(
-        f"{verb} {len(rows)} file(s) of {len(migrations)} run(s) to folders of their own"
-        + ("" if rows else ": the tree already has one format a folder")
+        f"{verb} {len(rows)} file(s) to folders of their own; {rewrite} {len(retyped)} "
+        "file(s) with this version's column types"
+        + ("" if rows or retyped else ": the tree is up to date")
     )

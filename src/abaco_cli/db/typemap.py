@@ -1,4 +1,5 @@
-"""The explicit PostgreSQL-to-Arrow type map: every exported column has a declared type."""
+"""The explicit PostgreSQL-to-Arrow type map: every exported column has a declared type, and
+no binary float reaches a writer (ratios are numeric(18,10), money numeric(18,2))."""
 
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ _SIMPLE: dict[str, pa.DataType] = {
     "int2": pa.int16(),
     "int4": pa.int32(),
     "int8": pa.int64(),
-    "float4": pa.float32(),
-    "float8": pa.float64(),
     "text": pa.string(),
     "varchar": pa.string(),
     "bpchar": pa.string(),
@@ -41,6 +40,11 @@ def arrow_type(
                 f"column {column!r} is numeric({precision},{scale}); Arrow holds 38 digits"
             )
         return pa.decimal128(precision, scale)
+    if type_name in ("float4", "float8"):
+        raise DataError(
+            f"column {column!r} is a binary float ({type_name}); exports carry exact decimals: "
+            "cast it to numeric(18,10) (a ratio or rate) or numeric(18,2) (money) in the query"
+        )
     found = _SIMPLE.get(type_name)
     if found is None:
         raise DataError(

@@ -76,7 +76,8 @@ class PublishRecord:
     run_id: str
     as_of: date
     parts: tuple[DatasetPart, ...]
-    kind: str = PUBLISH  # or MIGRATE: files moved to the one-format-a-folder layout
+    kind: str = PUBLISH  # or MIGRATE: files moved to the one-format-a-folder layout, or
+    # rewritten with the column types of this version (the manifest keeps its own run id)
 
     @property
     def datasets(self) -> list[str]:
@@ -140,10 +141,11 @@ def _part(item: Any, tree: RuntimeTree, run_id: str, day: date, kind: str) -> Da
     for move in item["moves"]:
         source, target = str(move["source"]), str(move["target"])
         target_path = _checked(tree, target, dataset, day)
-        if kind == PUBLISH:
-            temp = tree.relative(RuntimeTree.temp_path(target_path, run_id))
-            if Path(source) != Path(temp):
-                raise JournalError(f"{source!r} is not the temporary name of {target!r}")
+        temp = tree.relative(RuntimeTree.temp_path(target_path, run_id))
+        if Path(source) == Path(temp):
+            pass  # a new file (a publish), or a file rewritten with its new types (a migration)
+        elif kind == PUBLISH:
+            raise JournalError(f"{source!r} is not the temporary name of {target!r}")
         else:  # the same file (same name) of the same table, in its old folder
             source_path = _checked(tree, source, dataset, day)
             same_table = tree.data_place(source) == replace(

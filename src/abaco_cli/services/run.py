@@ -29,6 +29,7 @@ from abaco_cli.runtime.lock import dataset_lock
 from abaco_cli.runtime.manifest import iso_time
 from abaco_cli.runtime.migration import Migration, migrate_dataset
 from abaco_cli.runtime.tree import Place, RuntimeTree
+from abaco_cli.services.retyping import Retyped, retype_dataset
 from abaco_cli.settings import Settings
 from abaco_cli.signals import SignalGuard
 
@@ -69,6 +70,7 @@ class Run:
         self.published: list[str] = []  # what this run made live, for the exit message
         self.source: SourceIdentity | None = None  # what its connection reported (connected)
         self.migrated: list[Migration] = []  # runs moved to the one-format-a-folder layout
+        self.retyped: list[Retyped] = []  # runs rewritten with this version's column types
         self._recorder: AuditRecorder | None = None
         self._held = ExitStack()  # dataset locks, released after the audit's end record
         self._locked: set[str] = set()
@@ -215,6 +217,16 @@ class Run:
             for record in finished:
                 self._record_recovery(record, dataset)
             migrated = migrate_dataset(self.tree, dataset, self.run_id, self.checkpoint)
+            for retyped, record in retype_dataset(self.tree, dataset, self.run_id, self.checkpoint):
+                self._record_migration(record, dataset)
+                journal.remove(self.tree, record)
+                self.retyped.append(retyped)
+                log.info(
+                    "rewrote %s as of %s with this version's column types (%s)",
+                    dataset,
+                    retyped.as_of_date,
+                    ", ".join(retyped.columns),
+                )
             refresh_latest(self.tree, dataset, self.run_id)
             swept = files.sweep_temps(self.tree, dataset)
         if swept:
@@ -238,7 +250,8 @@ class Run:
         part = record.part(dataset)
         assert part is not None
         if record.kind == MIGRATE:
-            log.warning("finished moving %s as of %s to the new layout", dataset, record.as_of)
+            log.warning("finished the migration of %s as of %s", dataset, record.as_of)
+            self._record_migration(record, dataset)
             return
         log.warning(
             "finished the publish of run %s (%s as of %s) that was interrupted",
@@ -265,6 +278,39 @@ class Run:
             details={"recovered_by": self.run_id, "dataset": dataset},
         )
         self.recorder.append(fields)
+
+    def _record_migration(self, record: PublishRecord, dataset: str) -> None:
+        """A MIGRATE record per run whose files a migration moved or rewrote: the audit trail
+        then knows their new paths and checksums."""
+        part = record.part(dataset)
+        if part is None or self.audit is None:
+            return
+        moved = {m.target for m in part.moves}
+        by_origin: dict[str, list[dict[str, Any]]] = {}
+        for entry in part.manifest.files:
+            if entry.path in moved:
+                origin = entry.origin(part.manifest.run_id)
+                by_origin.setdefault(origin, []).append(
+                    output_record(dataset, record.as_of.isoformat(), entry)
+                )
+        for origin, outputs in sorted(by_origin.items()):
+            migrated = AuditedRun(
+                run_id=origin,
+                command=self.command,
+                arguments={},
+                datasets=[dataset],
+                as_of_dates=[record.as_of.isoformat()],
+                started=self.started,
+                reads_source=False,
+            )
+            self.recorder.append(
+                self.recorder.record(
+                    migrated,
+                    "MIGRATE",
+                    outputs=outputs,
+                    details={"migrated_by": self.run_id, "dataset": dataset},
+                )
+            )
 
     def _recorded(self, run_id: str, dataset: str, as_of: str) -> bool:
         """Does the chain already say that this run published this dataset and date (its end

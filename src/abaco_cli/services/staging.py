@@ -278,7 +278,12 @@ def _run_jobs(
             raise _DateFailedError
         conn = free.get()
         try:
-            table_context = replace(context, dataset=job.run.spec.name, table=job.table.name)
+            table_context = replace(
+                context,
+                dataset=job.run.spec.name,
+                table=job.table.name,
+                schema_version=job.run.spec.schema_version,
+            )
             return _stage_table(conn, tree, settings, job, table_context, progress)
         finally:
             free.put(conn)

@@ -35,7 +35,7 @@ from abaco_cli.runtime.manifest import ManifestFile, parse_time
 from abaco_cli.runtime.tree import Place, RuntimeTree
 from abaco_cli.settings import Settings
 
-RECORDING_EVENTS = ("COMPLETE", "FAIL", "RECOVER", "RESTORE")
+RECORDING_EVENTS = ("COMPLETE", "FAIL", "RECOVER", "RESTORE", "MIGRATE")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 A file is one object: a header (schema version, dataset, table, as-of date, run id, the columns
 and their types), then ``"rows": [...]``. Decimals are JSON numbers written with their exact
-digits; read them with a decimal-aware parser (Python: ``json.loads(text, parse_float=Decimal)``).
+digits, as the CSV writes them (money with two places, ratios without exponent or trailing
+zeros: writers/numbers.py); read them with a decimal-aware parser (Python:
+``json.loads(text, parse_float=Decimal)``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pyarrow as pa
 
 from abaco_cli.errors import DataError
 from abaco_cli.writers.base import BatchWriter, FileContext
+from abaco_cli.writers.numbers import decimal_text
 
 
 def json_value(value: Any) -> str:
@@ -28,7 +31,7 @@ def json_value(value: Any) -> str:
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise DataError(f"refusing to write {value} to JSON")
-        return format(value, "f")
+        return decimal_text(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise DataError(f"refusing to write {value} to JSON (strict JSON has no NaN/Infinity)")

@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS {table} (
 -- The events of record_version 2 (tables made by earlier versions allowed only the first three).
 ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {event_check};
 ALTER TABLE {table} ADD CONSTRAINT {event_check}
-    CHECK (event IN ('START', 'COMPLETE', 'FAIL', 'RECOVER', 'RESTORE'));
+    CHECK (event IN ('START', 'COMPLETE', 'FAIL', 'RECOVER', 'RESTORE', 'MIGRATE'));
 
 CREATE INDEX IF NOT EXISTS {run_index} ON {table} (run_id);
 CREATE INDEX IF NOT EXISTS {time_index} ON {table} (recorded_at);

@@ -46,9 +46,9 @@ SELECT %(as_of)s::date                  AS as_of_date,
        m.key::text                      AS key,
        m.active_loans::bigint           AS active_loans,
        m.outstanding::numeric(18,2)     AS outstanding,
-       m.share::float8                  AS share,
-       m.cumulative_share::float8       AS cumulative_share,
-       m.hhi::float8                    AS hhi
+       m.share::numeric(18,10)                  AS share,
+       m.cumulative_share::numeric(18,10)       AS cumulative_share,
+       m.hhi::numeric(18,10)                    AS hhi
 FROM measured AS m
 WHERE m.dimension <> 'customer' OR m.rank <= %(top_customers)s
 ORDER BY m.position, m.rank

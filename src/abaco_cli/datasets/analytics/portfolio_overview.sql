@@ -106,19 +106,19 @@ SELECT %(as_of)s::date                                             AS as_of_date
        f.collections::numeric(18,2)                                AS collections,
        f.revenue::numeric(18,2)                                    AS revenue,
        f.due::numeric(18,2)                           AS scheduled_due,
-       (f.collections / nullif(f.due, 0))::float8                  AS collection_rate,
+       (f.collections / nullif(f.due, 0))::numeric(18,10)                  AS collection_rate,
        b.outstanding_balance::numeric(18,2)                        AS outstanding_balance,
        b.active_loans::bigint                                      AS active_loans,
        b.active_customers::bigint                                  AS active_customers,
        b.par_30_amount::numeric(18,2)                              AS par_30_amount,
-       (b.par_30_amount / nullif(b.outstanding_balance, 0))::float8 AS par_30,
+       (b.par_30_amount / nullif(b.outstanding_balance, 0))::numeric(18,10) AS par_30,
        b.par_90_amount::numeric(18,2)                              AS par_90_amount,
-       (b.par_90_amount / nullif(b.outstanding_balance, 0))::float8 AS par_90,
+       (b.par_90_amount / nullif(b.outstanding_balance, 0))::numeric(18,10) AS par_90,
        b.npl_amount::numeric(18,2)                                 AS npl_amount,
-       (b.npl_amount / nullif(b.outstanding_balance, 0))::float8   AS npl_ratio,
+       (b.npl_amount / nullif(b.outstanding_balance, 0))::numeric(18,10)   AS npl_ratio,
        o.written_off_amount::numeric(18,2)                         AS written_off_amount,
        o.recoveries::numeric(18,2)                                 AS recoveries,
-       (b.apr_weighted / nullif(b.apr_weight, 0))::float8          AS weighted_apr
+       (b.apr_weighted / nullif(b.apr_weight, 0))::numeric(18,10)          AS weighted_apr
 FROM periods AS p
 JOIN book AS b USING (month)
 JOIN flows AS f USING (month)

@@ -61,8 +61,8 @@ SELECT %(as_of)s::date                    AS as_of_date,
        c.loans::bigint                    AS loans,
        c.from_outstanding::numeric(18,2)  AS from_outstanding,
        c.to_balance::numeric(18,2)        AS to_balance,
-       (c.loans / nullif(sum(c.loans) OVER w, 0)::numeric)::float8 AS loans_rate,
-       (c.from_outstanding / nullif(sum(c.from_outstanding) OVER w, 0))::float8 AS balance_rate
+       (c.loans / nullif(sum(c.loans) OVER w, 0)::numeric)::numeric(18,10) AS loans_rate,
+       (c.from_outstanding / nullif(sum(c.from_outstanding) OVER w, 0))::numeric(18,10) AS balance_rate
 FROM cells AS c
 WINDOW w AS (PARTITION BY c.from_date, c.from_value)
 ORDER BY c.from_date, c.from_value, c.to_value

@@ -21,7 +21,7 @@ SELECT %(as_of)s::date                                     AS as_of_date,
        count(DISTINCT a.customer_id)::bigint               AS customers,
        coalesce(sum(a.outstanding), 0)::numeric(18,2)      AS outstanding,
        coalesce(sum(a.past_due_amount), 0)::numeric(18,2)  AS past_due_amount,
-       (coalesce(sum(a.outstanding), 0) / nullif((SELECT outstanding FROM total), 0))::float8
+       (coalesce(sum(a.outstanding), 0) / nullif((SELECT outstanding FROM total), 0))::numeric(18,10)
                                                            AS share_of_outstanding
 FROM buckets AS b
 LEFT JOIN active AS a ON a.dpd_bucket_value = b.dpd_bucket_value

@@ -21,22 +21,22 @@ SELECT %(as_of)s::date                                          AS as_of_date,
        count(*)::bigint                                        AS loans,
        sum(w.principal)::numeric(18,2)                         AS disbursed,
        (sum(w.principal * w.interest_rate_apr)
-        / nullif(sum(w.principal) FILTER (WHERE w.interest_rate_apr IS NOT NULL), 0))::float8
+        / nullif(sum(w.principal) FILTER (WHERE w.interest_rate_apr IS NOT NULL), 0))::numeric(18,10)
                                                                AS weighted_apr,
-       (sum(w.origination_fee) / nullif(sum(w.principal), 0))::float8 AS weighted_fee_rate,
+       (sum(w.origination_fee) / nullif(sum(w.principal), 0))::numeric(18,10) AS weighted_fee_rate,
        ((sum(w.principal * w.interest_rate_apr
              + w.origination_fee * %(day_count_basis)s / w.tenor_days)
              FILTER (WHERE w.interest_rate_apr IS NOT NULL AND w.tenor_days > 0))
         / nullif(sum(w.principal)
-                 FILTER (WHERE w.interest_rate_apr IS NOT NULL AND w.tenor_days > 0), 0))::float8
+                 FILTER (WHERE w.interest_rate_apr IS NOT NULL AND w.tenor_days > 0), 0))::numeric(18,10)
                                                                AS weighted_effective_rate,
        coalesce(sum(d.active), 0)::numeric(18,2)               AS outstanding,
        coalesce(sum(d.active) FILTER (WHERE d.days_past_due >= 30), 0)::numeric(18,2)
                                                                AS par_30_amount,
        (coalesce(sum(d.active) FILTER (WHERE d.days_past_due >= 30), 0)
-        / nullif(sum(d.active), 0))::float8                     AS par_30,
+        / nullif(sum(d.active), 0))::numeric(18,10)                     AS par_30,
        coalesce(sum(d.written_off_balance), 0)::numeric(18,2)  AS written_off_balance,
-       (coalesce(sum(d.gross_write_off), 0) / nullif(sum(w.principal), 0))::float8
+       (coalesce(sum(d.gross_write_off), 0) / nullif(sum(w.principal), 0))::numeric(18,10)
                                                                AS written_off_share,
        coalesce(sum(d.gross_write_off), 0)::numeric(18,2)      AS gross_write_off
 FROM w
