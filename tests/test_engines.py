@@ -199,3 +199,45 @@ def test_a_dataset_folder_has_one_folder_per_table_and_format(tree: Path) -> Non
     names = sorted(p.name for p in (tree / "dpd").iterdir() if p.is_dir())
     assert names == ["_manifests", "aging", "aging.csv", "aging.json", "loans", "loans.csv",
                      "loans.json"]  # fmt: skip
+
+
+def test_every_csv_and_json_number_is_written_as_a_person_writes_it(tree: Path) -> None:
+    """Issue 10, part 2: money with its two places, ratios without exponent or trailing zeros,
+    counts as integers; in every CSV and JSON file of a run of every dataset."""
+    import csv
+    import re
+
+    money = re.compile(r"^-?\d+\.\d{2}$")
+    finer = re.compile(r"^-?\d+(\.\d{0,9}[1-9])?$")  # at most 10 places, none trailing
+    count = re.compile(r"^-?\d+$")
+    checked = 0
+    for dataset in REGISTRY:
+        data = manifest(tree, dataset)
+        for entry in data["files"]:
+            if entry["format"] not in ("csv", "json"):
+                continue
+            kinds = {c["name"]: c["type"] for c in entry["columns"]}
+            path = tree / entry["path"]
+            if entry["format"] == "csv":
+                rows = list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
+            else:
+                document = json.loads(path.read_text(encoding="utf-8"), parse_float=str,
+                                      parse_int=str)  # fmt: skip
+                if "rows" not in document:
+                    continue  # the dashboard's document (kpi/json): its own schema
+                rows = document["rows"]
+            for row in rows:
+                for name, value in row.items():
+                    kind = kinds.get(name, "")
+                    if value in ("", None) or not (kind.startswith(("decimal", "int"))):
+                        continue
+                    text = str(value)
+                    assert "e" not in text.lower(), (entry["path"], name, text)
+                    if kind.endswith(", 2)"):
+                        assert money.match(text), (entry["path"], name, text)
+                    elif kind.startswith("decimal"):
+                        assert finer.match(text), (entry["path"], name, text)
+                    else:
+                        assert count.match(text), (entry["path"], name, text)
+                    checked += 1
+    assert checked > 1000
