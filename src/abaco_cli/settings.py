@@ -158,7 +158,7 @@ class KpiPolicy(BaseModel):
     only that KPI's bounds, and ``null`` (in JSON) removes a default so the KPI gets no status.
     """
 
-    series_months: int = Field(default=0, ge=0, le=120)
+    series_months: int = Field(default=12, ge=0, le=120)  # a dashboard without a trend is half one
     thresholds: dict[str, KpiThreshold | None] = Field(default_factory=_default_kpi_thresholds)
 
     @field_validator("thresholds", mode="before")

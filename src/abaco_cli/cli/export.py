@@ -72,7 +72,7 @@ Months = Annotated[
     typer.Option(
         "--months",
         help="kpi: also export the series over the trailing N month-ends (kpi/series and the "
-        "dashboard JSON). Default: kpi.series_months (0).",
+        "dashboard JSON); 0 for none. Default: kpi.series_months (12).",
         show_default=False,
     ),
 ]
