@@ -33,8 +33,8 @@ RUNS: list[tuple[str, list[str], dict[str, str]]] = [
     ("  pricing", ["export", "pricing", "--as-of", AS_OF], {}),
     ("  analytics", ["export", "analytics", "--as-of", AS_OF], {}),
     ("export all, 1 query at a time", ["export", "all", "--as-of", AS_OF], SERIAL),
-    ("export all --months 12", ["export", "all", "--as-of", AS_OF, "--months", "12"], {}),
-    ("kpi --months 12", ["export", "kpi", "--as-of", AS_OF, "--months", "12"], {}),
+    ("export all --months 0 (no trend)", ["export", "all", "--as-of", AS_OF, "--months", "0"], {}),
+    ("kpi --months 0", ["export", "kpi", "--as-of", AS_OF, "--months", "0"], {}),
     ("kpi backfill 12 month-ends", ["export", "kpi", "--from", "2025-01-01", "--to", AS_OF], {}),
 ]
 

@@ -42,7 +42,8 @@ def init_command(
     ] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Create the source contract tables of DOMAIN.md (safe to run again)."""
+    """Create the source contract's tables (docs/domain.md, "The data abaco reads"; safe to run
+    again)."""
     if audit_writer is not None and not audit:
         raise UsageError("--audit-writer goes with --audit")
     result = init_database(state(ctx).run("db init"), audit=audit, audit_writer=audit_writer)

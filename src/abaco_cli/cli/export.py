@@ -12,6 +12,7 @@ from rich.progress import Progress, TaskID
 
 from abaco_cli.cli import console
 from abaco_cli.cli.common import human_bytes, parse_as_of, state
+from abaco_cli.cli.params import complete_each, metavar
 from abaco_cli.datasets import REGISTRY
 from abaco_cli.datasets.states import month_ends_between
 from abaco_cli.dates import check_as_of, parse_date
@@ -24,7 +25,7 @@ from abaco_cli.services.exporting import (
     plan_export,
 )
 from abaco_cli.settings import Settings
-from abaco_cli.writers.registry import parse_formats
+from abaco_cli.writers.registry import WRITERS, parse_formats
 
 app = typer.Typer(
     help="Export datasets into the runtime tree (CSV, Parquet, JSON).", no_args_is_help=True
@@ -65,14 +66,16 @@ Formats = Annotated[
         "-f",
         help="Comma-separated formats: csv, parquet, json. Default: csv,parquet.",
         show_default=False,
+        metavar=metavar("format"),
+        autocompletion=complete_each(tuple(WRITERS)),
     ),
 ]
 Months = Annotated[
     int | None,
     typer.Option(
         "--months",
-        help="kpi: also export the series over the trailing N month-ends (kpi/series and the "
-        "dashboard JSON); 0 for none. Default: kpi.series_months (12).",
+        help="kpi: the series over the trailing N month-ends (kpi/series and the dashboard "
+        "JSON); 0 for none. Default: kpi.series_months (12); 0 for a backfill (--from/--to).",
         show_default=False,
     ),
 ]
@@ -309,6 +312,12 @@ def run_export(
 ) -> None:
     """Parse the options, export (or plan) every dataset for every as-of date, render."""
     app_state = state(ctx)
+    backfill = start is not None or end is not None
+    if backfill and months is None and "kpi" in datasets:
+        months = 0  # each month-end of a backfill is one point of the trend: no series of its own
+        console.info(
+            "backfill: kpi/series is not exported for each month-end (--months N to have it)"
+        )
     settings = with_series_months(app_state.settings(), months)
     dates = as_of_dates(settings, as_of, start, end, allow_future=allow_future)
     chosen = parse_formats(formats if formats is not None else settings.default_formats)

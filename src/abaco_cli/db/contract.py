@@ -1,4 +1,4 @@
-"""The source contract of DOMAIN.md: create it (`db init`) and compare a database with it."""
+"""The source contract (docs/domain.md): create it (`db init`) and compare a database with it."""
 
 from __future__ import annotations
 
