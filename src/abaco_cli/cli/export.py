@@ -313,13 +313,14 @@ def run_export(
     """Parse the options, export (or plan) every dataset for every as-of date, render."""
     app_state = state(ctx)
     backfill = start is not None or end is not None
-    if backfill and months is None and "kpi" in datasets:
-        months = 0  # each month-end of a backfill is one point of the trend: no series of its own
+    no_trend = backfill and months is None and "kpi" in datasets
+    # each month-end of a backfill is one point of the trend: no series of its own
+    settings = with_series_months(app_state.settings(), 0 if no_trend else months)
+    dates = as_of_dates(settings, as_of, start, end, allow_future=allow_future)
+    if no_trend:
         console.info(
             "backfill: kpi/series is not exported for each month-end (--months N to have it)"
         )
-    settings = with_series_months(app_state.settings(), months)
-    dates = as_of_dates(settings, as_of, start, end, allow_future=allow_future)
     chosen = parse_formats(formats if formats is not None else settings.default_formats)
     if dry_run:
         _print_plan(settings, datasets, dates, chosen, as_json, replace_formats)
