@@ -241,3 +241,12 @@ def test_every_csv_and_json_number_is_written_as_a_person_writes_it(tree: Path) 
                         assert count.match(text), (entry["path"], name, text)
                     checked += 1
     assert checked > 1000
+
+
+def test_csv_ratios_are_numbers_to_a_csv_reader(tree: Path) -> None:
+    """DuckDB's CSV sniffer reads a ratio column of a CSV file as a number, not as text."""
+    folder = tree / "kpi" / "snapshot.csv"
+    relation = duckdb.connect().sql(DUCKDB_CSV.format(folder=folder))
+    types = dict(zip(relation.columns, [str(t) for t in relation.types], strict=True))
+    assert types["value"] == "DOUBLE" or types["value"].startswith("DECIMAL"), types["value"]
+    assert types["definition_version"] in ("BIGINT", "INTEGER")

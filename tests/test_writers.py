@@ -322,3 +322,25 @@ def test_finer_decimals_never_print_an_exponent_or_trailing_zeros() -> None:
     rows = json.loads(document, parse_float=str, parse_int=str)["rows"]  # the text as written
     assert [r["ratio"] for r in rows] == expected
     assert "E" not in document.split('"rows"')[1]
+
+
+def test_tables_with_ratios_are_written_in_arrows_own_csv_format() -> None:
+    """A table with a ratio column is encoded by abaco, the others by Arrow: every other
+    column's text must be the same either way (quoted text, empty NULL, true/false, ISO dates
+    and timestamps, money with two places), and the ratio itself unquoted."""
+    batch = source_batch()
+    others = [i for i, f in enumerate(SCHEMA) if f.name != "rate"]
+    plain = batch.select(others)
+    by_arrow = write_all(CsvWriter, plain).decode("utf-8").split("\r\n")
+    by_abaco = write_all(CsvWriter, batch).decode("utf-8").split("\r\n")
+    rate_at = SCHEMA.get_field_index("rate")
+    assert len(by_arrow) == len(by_abaco)
+    for arrow_line, abaco_line in zip(by_arrow, by_abaco, strict=True):
+        fields = next(csv.reader([abaco_line])) if abaco_line else []
+        expected = next(csv.reader([arrow_line])) if arrow_line else []
+        if fields:
+            del fields[rate_at]
+        assert fields == expected
+    assert by_abaco[0].split(",")[rate_at] == '"rate"'
+    assert ",0.125," in by_abaco[1]  # unquoted: a number
+    assert by_arrow[1].count('"') == by_abaco[1].count('"')  # text quoted alike
