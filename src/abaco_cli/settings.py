@@ -445,6 +445,69 @@ class DataQualityPolicy(BaseModel):
         return value
 
 
+class UploadSettings(BaseModel):
+    """Where runs are uploaded after they are published locally, and how (abaco_cli.storage).
+
+    ``destination`` is ``gs://bucket/prefix``, ``s3://bucket/prefix``, ``file:///abs/path`` or
+    a local folder; unset: nothing is uploaded. Credentials never go in it: they come from the
+    platform's usual chain (ADC, GOOGLE_APPLICATION_CREDENTIALS or the VM's service account;
+    AWS_* variables, the AWS profile or the instance role).
+    """
+
+    destination: str | None = Field(
+        default=None, description="gs://bucket/prefix, s3://bucket/prefix or a folder; unset: none"
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="an S3-compatible endpoint (MinIO, R2); unset: AWS"
+    )
+    s3_region: str | None = Field(default=None, description="unset: the AWS chain's region")
+    parallel_files: int = Field(default=4, ge=1, le=32, description="files uploaded at once")
+    max_total_seconds: float = Field(
+        default=120.0, gt=0, le=3600, description="retries of one object's transient failures"
+    )
+    pending_warning_minutes: int = Field(default=90, ge=1)
+    pending_critical_minutes: int = Field(default=360, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials_shown(cls, data: Any) -> Any:
+        """A URL with ``user:secret@`` is refused below, and an error shows the value it
+        failed on: the credentials are masked before the fields are validated."""
+        if not isinstance(data, dict):
+            return data
+        masked = dict(data)
+        for key in ("destination", "s3_endpoint_url"):
+            if isinstance(masked.get(key), str):
+                masked[key] = re.sub(
+                    r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@", r"\1***@", masked[key]
+                )
+        return masked
+
+    @field_validator("destination")
+    @classmethod
+    def _known_destination(cls, value: str | None) -> str | None:
+        from abaco_cli.storage.url import parse_destination  # no cloud client imported
+
+        if value is not None:
+            parse_destination(value)
+        return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        from abaco_cli.storage.url import check_endpoint_url
+
+        if value is not None:
+            check_endpoint_url(value)
+        return value
+
+    @model_validator(mode="after")
+    def _critical_after_warning(self) -> UploadSettings:
+        if self.pending_critical_minutes < self.pending_warning_minutes:
+            raise ValueError("pending_critical_minutes must not be below pending_warning_minutes")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything abaco reads from configuration."""
 
@@ -491,6 +554,7 @@ class Settings(BaseSettings):
     health: HealthSettings = Field(default_factory=HealthSettings)
     prune: PruneSettings = Field(default_factory=PruneSettings)
     dq: DataQualityPolicy = Field(default_factory=DataQualityPolicy)
+    upload: UploadSettings = Field(default_factory=UploadSettings)
 
     @field_validator("business_timezone")
     @classmethod
