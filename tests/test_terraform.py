@@ -1,11 +1,14 @@
 """terraform/: every .tf file parses (python-hcl2) and the landing zone keeps its promises.
 
-The invariants: a private, versioned bucket whose lifecycle matches the VM's prune retention,
-with soft delete and an optional retention lock; a notification on OBJECT_FINALIZE that the
+The invariants: a private, versioned bucket without a retention policy (a re-export replaces a
+date's objects) whose lifecycle matches the VM's prune retention, with soft delete; one
+notification per uploaded run (OBJECT_FINALIZE on the manifests' control prefix only) that the
 storage service agent may publish; dead letters; least-privilege service accounts granted on the
-bucket or the subscription, never on the project; BigQuery external tables over the Parquet
-files of the runtime tree, Hive-partitioned on as_of_date (which the Parquet files leave to the
-folder name); typed and described variables; `terraform fmt` clean.
+bucket or the subscription, never on the project, the exporter replacing objects only under
+<prefix>/exports/ and <prefix>/_control/latest/ and only creating manifests; BigQuery external
+tables over the Parquet files of the runtime tree, Hive-partitioned on as_of_date (which the
+Parquet files leave to the folder name), reading nothing under _control/; one remote layout in
+every module; typed and described variables; `terraform fmt` clean.
 `terraform validate` needs the provider registry and is not run here (terraform/README.md); the
 versions are pinned with `~>`, and the provider lock file is checked once it is committed.
 """
@@ -135,6 +138,63 @@ def all_resources() -> list[tuple[Path, str, str, dict[str, Any]]]:
                 for name, body in named.items():
                     found.append((path, kind, name, body))
     return found
+
+
+def local(folder: Path, name: str) -> Any:
+    """The expression of one `locals` entry of a module."""
+    for entry in module(folder).get("locals", []):
+        if name in entry:
+            return entry[name]
+    raise AssertionError(f"{folder.name}: no local.{name}")
+
+
+# --- the remote layout ---------------------------------------------------------------------------
+#
+# `abaco upload` to gs://BUCKET/<prefix> mirrors the runtime tree's data files under
+# <prefix>/exports/ and keeps, under <prefix>/_control/, one manifest per run
+# (manifests/<dataset>/<dataset>_<D>.<run_id>.manifest.json, created once) and one pointer per
+# dataset (latest/<dataset>.json, moved by compare-and-swap). The modules see these as strings
+# with ${local.root} ("" or "<prefix>/") and ${var.bucket_name}; render() fills them in.
+
+DAY = date(2025, 6, 30)
+RUN_ID = "20250701T043112Z-9f8e7d"
+PREFIXES = ("", "prod", "team/prod")
+
+
+def object_root(prefix: str) -> str:
+    return f"{prefix}/" if prefix else ""
+
+
+def render(expression: str, prefix: str) -> str:
+    """A string of the modules with var.prefix = prefix and the bucket named b."""
+    text = expression.replace("${local.root}", object_root(prefix))
+    text = text.replace("${var.bucket_name}", "b")
+    assert "${" not in text, text
+    return text
+
+
+def remote_data_files(prefix: str) -> list[str]:
+    """Object names of one as-of date's data files, every format of every table, and the
+    dashboard's KPI JSON (its dated file and kpi_latest.json)."""
+    tree = RuntimeTree(Path("/r"))
+    names = [
+        tree.relative(tree.table_file(name, table.name, DAY, file_format))
+        for name, spec in REGISTRY.items()
+        for table in spec.tables
+        for file_format in ("parquet", "csv", "json")
+    ]
+    names += [f"kpi/json/kpi_{DAY}.json", "kpi/json/kpi_latest.json"]
+    return [f"{object_root(prefix)}exports/{name}" for name in names]
+
+
+def remote_manifest(prefix: str, dataset: str = "dpd") -> str:
+    return (
+        f"{object_root(prefix)}_control/manifests/{dataset}/{dataset}_{DAY}.{RUN_ID}.manifest.json"
+    )
+
+
+def remote_latest(prefix: str, dataset: str = "dpd") -> str:
+    return f"{object_root(prefix)}_control/latest/{dataset}.json"
 
 
 BUCKET = TERRAFORM / "modules" / "export_bucket"
@@ -269,11 +329,21 @@ def test_bucket_is_private() -> None:
         assert "allUsers" not in text and "allAuthenticatedUsers" not in text, f"{path}: {name}"
 
 
-def test_bucket_is_versioned_unless_a_retention_policy_replaces_it() -> None:
+def test_bucket_is_versioned_and_has_no_retention_policy() -> None:
+    """A re-export replaces a date's objects and deletes those of the previous run that the new
+    manifest does not name: a retention policy (let alone a locked one) refuses both, and Cloud
+    Storage allows no versioning beside one. Versioning, the noncurrent-version lifecycle and
+    soft delete keep what a re-export replaces instead."""
     bucket = the(BUCKET, "google_storage_bucket", "exports")
-    assert block(bucket, "versioning")["enabled"] == "${var.retention_policy_days == 0}"
-    assert default(BUCKET, "retention_policy_days") == 0  # so: versioned by default
-    assert default(EXAMPLE, "retention_policy_days") == 0
+    assert block(bucket, "versioning")["enabled"] is True
+    assert "retention_policy" not in bucket
+    assert all("retention_policy" not in entry for entry in bucket.get("dynamic", []))
+    for folder in (BUCKET, EXAMPLE):
+        for name in ("retention_policy_days", "lock_retention_policy", "exporter_may_replace"):
+            assert name not in variables(folder), f"{folder.name}: variable {name} is gone"
+    for path in TF_FILES:
+        text = path.read_text(encoding="utf-8")
+        assert "is_locked" not in text and "retention_period" not in text, path
 
 
 def test_lifecycle_matches_the_prune_retention() -> None:
@@ -299,6 +369,7 @@ def test_lifecycle_matches_the_prune_retention() -> None:
         and "days_since_noncurrent_time" in block(r, "condition")
     ]
     assert noncurrent, "noncurrent versions must expire (and stay restorable until then)"
+    assert default(BUCKET, "noncurrent_version_days") >= 7
 
 
 def test_soft_delete_is_on() -> None:
@@ -306,20 +377,6 @@ def test_soft_delete_is_on() -> None:
     policy = block(bucket, "soft_delete_policy")
     assert policy["retention_duration_seconds"] == "${var.soft_delete_days * 86400}"
     assert 7 <= default(BUCKET, "soft_delete_days") <= 90
-
-
-def test_retention_lock_is_optional_and_off_by_default() -> None:
-    bucket = the(BUCKET, "google_storage_bucket", "exports")
-    policy = dynamic(bucket, "retention_policy")
-    assert (
-        "var.retention_policy_days" in policy["for_each"]
-        or "local.retention_policy_enabled" in (policy["for_each"])
-    )
-    content = policy["content"][0]
-    assert content["is_locked"] == "${var.lock_retention_policy}"
-    assert content["retention_period"] == "${var.retention_policy_days * 86400}"
-    assert default(BUCKET, "lock_retention_policy") is False
-    assert "IRREVERSIBLE" in variables(BUCKET)["lock_retention_policy"]["description"]
 
 
 # --- notifications ------------------------------------------------------------------------------
@@ -330,12 +387,30 @@ def test_bucket_notifies_a_topic_on_object_finalize() -> None:
     assert notification["event_types"] == ["OBJECT_FINALIZE"]
     assert notification["topic"] == "${google_pubsub_topic.exports.id}"
     assert notification["bucket"] == "${var.bucket_name}"
+    # the object resource, custom metadata (dataset, as_of_date, run_id) included
     assert notification["payload_format"] == "JSON_API_V1"
     grant = the(NOTIFY, "google_pubsub_topic_iam_member", "storage_publishes")
     assert grant["role"] == "roles/pubsub.publisher"
     assert grant["topic"] == "${google_pubsub_topic.exports.name}"
     assert "data.google_storage_project_service_account.gcs.email_address" in grant["member"]
     assert "${google_pubsub_topic_iam_member.storage_publishes}" in notification["depends_on"]
+
+
+def test_one_message_per_uploaded_run_the_manifests_control_prefix() -> None:
+    """The notification announces objects under <prefix>/_control/manifests/ only: a run's
+    manifest is uploaded last and once (put-if-absent), so each run gives one message, and no
+    data file gives any."""
+    notification = the(NOTIFY, "google_storage_notification", "exports")
+    assert notification["object_name_prefix"] == "${local.manifests_prefix}"
+    assert local(NOTIFY, "manifests_prefix") == "${local.root}_control/manifests/"
+    assert "object_name_prefix" not in variables(NOTIFY)  # not something to point elsewhere
+    for prefix in ("", "prod", "team/prod"):
+        announced = render(local(NOTIFY, "manifests_prefix"), prefix)
+        assert fnmatch.fnmatch(remote_manifest(prefix), f"{announced}*")
+        assert announced.startswith(render("${local.root}_control/", prefix))
+        for data_file in remote_data_files(prefix):
+            assert not data_file.startswith(announced), data_file
+        assert not remote_latest(prefix).startswith(announced)
 
 
 def test_dead_letters_have_a_topic_and_a_subscription() -> None:
@@ -386,20 +461,50 @@ def _grants(member: str) -> list[tuple[str, str, dict[str, Any]]]:
     ]
 
 
-def test_exporter_may_only_create_objects_in_its_bucket() -> None:
+def test_exporter_replaces_only_exports_and_pointers_and_only_creates_manifests() -> None:
+    """Unconditionally: create (objectCreator) and read (objectViewer), which cannot overwrite or
+    delete. Overwrite and delete (objectUser) only on object names under <prefix>/exports/ and
+    <prefix>/_control/latest/, by IAM conditions; never under <prefix>/_control/manifests/."""
     assert the(ACCESS, "google_service_account", "exporter")
     grants = _grants("${local.exporter_member}")
-    unconditional = [(k, n, b) for k, n, b in grants if "count" not in b]
-    assert [(k, b["role"], b["bucket"]) for k, _n, b in unconditional] == [
-        ("google_storage_bucket_iam_member", "roles/storage.objectCreator", "${var.bucket_name}")
-    ]
-    # The one optional extra (overwrite), off by default and still on the bucket only.
-    optional = [(k, n, b) for k, n, b in grants if "count" in b]
-    for kind, _name, body in optional:
-        assert kind == "google_storage_bucket_iam_member"
-        assert body["count"] == "${var.exporter_may_replace ? 1 : 0}"
-    assert default(ACCESS, "exporter_may_replace") is False
-    assert default(EXAMPLE, "exporter_may_replace") is False
+    assert all(k == "google_storage_bucket_iam_member" for k, _n, _b in grants)
+    assert all(b["bucket"] == "${var.bucket_name}" and "count" not in b for _k, _n, b in grants)
+    unconditional = sorted(b["role"] for _k, _n, b in grants if "condition" not in b)
+    assert unconditional == ["roles/storage.objectCreator", "roles/storage.objectViewer"]
+    conditional = {n: b for _k, n, b in grants if "condition" in b}
+    assert {b["role"] for b in conditional.values()} == {"roles/storage.objectUser"}
+    expressions = {n: block(b, "condition")["expression"] for n, b in conditional.items()}
+    for name, body in conditional.items():
+        assert block(body, "condition")["title"], name
+    objects = "projects/_/buckets/${var.bucket_name}/objects/"
+    assert local(ACCESS, "objects") == objects
+    assert local(ACCESS, "exports_prefix") == "${local.root}exports/"
+    assert local(ACCESS, "latest_prefix") == "${local.root}_control/latest/"
+    assert local(ACCESS, "manifests_prefix") == "${local.root}_control/manifests/"
+    starts = 'resource.name.startsWith("${local.objects}${local.%s}")'
+    assert expressions == {
+        "exporter_replaces_exports": starts % "exports_prefix",
+        "exporter_moves_latest": starts % "latest_prefix",
+    }
+    assert "exporter_may_replace" not in variables(ACCESS)
+
+    # What the conditions allow, for the names the upload really writes (IAM sees an object as
+    # projects/_/buckets/<bucket>/objects/<name>).
+    for prefix in ("", "prod", "team/prod"):
+        allowed = [
+            render(local(ACCESS, "objects") + local(ACCESS, key), prefix)
+            for key in ("exports_prefix", "latest_prefix")
+        ]
+
+        def replaceable(name: str, allowed: list[str] = allowed) -> bool:
+            return any(f"projects/_/buckets/b/objects/{name}".startswith(a) for a in allowed)
+
+        for data_file in remote_data_files(prefix):
+            assert replaceable(data_file), data_file
+        assert replaceable(remote_latest(prefix))
+        assert not replaceable(remote_manifest(prefix)), "manifests are create-only"
+        if prefix:  # "prod" does not cover a neighbour "prod2/exports/..."
+            assert not replaceable(f"{prefix}2/exports/dpd/loans/as_of_date=2025-06-30/x.parquet")
 
 
 def test_consumer_may_read_objects_and_subscribe() -> None:
@@ -412,6 +517,40 @@ def test_consumer_may_read_objects_and_subscribe() -> None:
     assert subscribe["subscription"] == "${var.subscription_name}"
 
 
+# --- one remote layout -----------------------------------------------------------------------
+
+
+def test_every_module_reads_the_same_prefix_and_the_example_passes_it() -> None:
+    """access, notifications and bigquery_exports agree on <prefix> and on where things are
+    below it; the example gives each the same var.prefix, and says where the VM uploads."""
+    prefixed = [ACCESS, NOTIFY, BIGQUERY, EXAMPLE]
+    root = '${var.prefix == "" ? "" : "${var.prefix}/"}'
+    validation = None
+    for folder in prefixed:
+        assert local(folder, "root") == root, folder.name
+        assert default(folder, "prefix") == "", folder.name
+        body = variables(folder)["prefix"]
+        assert "ABACO_UPLOAD__DESTINATION" in body["description"], folder.name
+        rule = block(body, "validation")["condition"]
+        assert validation in (None, rule), f"{folder.name}: another validation of prefix"
+        validation = rule
+    calls = {
+        name: body for entry in module(EXAMPLE).get("module", []) for name, body in entry.items()
+    }
+    for name in ("access", "notifications", "bigquery"):
+        assert calls[name]["prefix"] == "${var.prefix}", name
+    assert "prefix" not in calls["bucket"]
+    outputs = {
+        name: body for entry in module(EXAMPLE).get("output", []) for name, body in entry.items()
+    }
+    assert outputs["upload_destination"]["value"] == (
+        '${trimsuffix("gs://${module.bucket.name}/${var.prefix}", "/")}'
+    )
+    assert outputs["manifests_url"]["value"] == (
+        "gs://${module.bucket.name}/${local.root}_control/manifests"
+    )
+
+
 # --- BigQuery ---------------------------------------------------------------------------------
 
 
@@ -422,10 +561,9 @@ def test_external_tables_read_the_parquet_files_of_the_runtime_tree() -> None:
     config = block(table, "external_data_configuration")
     assert config["source_format"] == "PARQUET"
     (uri,) = config["source_uris"]
-    prefix = (
-        "gs://${var.bucket_name}/${var.exports_prefix}/${each.value.dataset}/${each.value.table}"
-    )
+    prefix = "${local.exports}/${each.value.dataset}/${each.value.table}"
     assert uri == f"{prefix}/*.parquet"
+    assert local(BIGQUERY, "exports") == "gs://${var.bucket_name}/${local.root}exports"
 
     # Hive partitioning, on by default: the table folder, then the as_of_date=D folders, the key
     # typed DATE (CUSTOM mode). The Parquet files do not carry the key as a column (below).
@@ -446,19 +584,26 @@ def test_external_tables_read_the_parquet_files_of_the_runtime_tree() -> None:
     )
     assert bigquery["hive_partitioning"] == "${var.hive_partitioning}"
 
-    # The pattern matches what abaco really writes, and only the Parquet files.
-    exports_prefix = default(BIGQUERY, "exports_prefix")
+    # The pattern matches what abaco really uploads, and only the Parquet files: never a CSV or
+    # JSON file, the KPI JSON, a manifest or a pointer under _control/.
     tree = RuntimeTree(Path("/r"))
-    for spec in default(BIGQUERY, "tables").values():
-        pattern = f"{exports_prefix}/{spec['dataset']}/{spec['table']}/*.parquet"
-        for file_format in ("parquet", "csv", "json"):
-            written = tree.table_file(
-                spec["dataset"], spec["table"], date(2025, 6, 30), file_format
-            )
-            relative = f"exports/{written.relative_to(tree.exports).as_posix()}"
-            assert fnmatch.fnmatch(relative, pattern) == (file_format == "parquet"), relative
-        manifest = tree.manifest_path(spec["dataset"], date(2025, 6, 30))
-        assert not fnmatch.fnmatch(f"exports/{manifest.relative_to(tree.exports)}", pattern)
+    for remote_prefix in PREFIXES:
+        exports = render(local(BIGQUERY, "exports"), remote_prefix)
+        assert exports == f"gs://b/{object_root(remote_prefix)}exports"
+        patterns = [
+            f"{exports}/{spec['dataset']}/{spec['table']}/*.parquet"
+            for spec in default(BIGQUERY, "tables").values()
+        ]
+        for spec, pattern in zip(default(BIGQUERY, "tables").values(), patterns, strict=True):
+            for file_format in ("parquet", "csv", "json"):
+                written = tree.table_file(spec["dataset"], spec["table"], DAY, file_format)
+                uploaded = f"gs://b/{object_root(remote_prefix)}exports/{tree.relative(written)}"
+                assert fnmatch.fnmatch(uploaded, pattern) == (file_format == "parquet"), uploaded
+        outside = [remote_manifest(remote_prefix, dataset) for dataset in REGISTRY]
+        outside += [remote_latest(remote_prefix, dataset) for dataset in REGISTRY]
+        outside += [f"{object_root(remote_prefix)}exports/kpi/json/kpi_{DAY}.json"]
+        for name in outside:
+            assert not any(fnmatch.fnmatch(f"gs://b/{name}", p) for p in patterns), name
 
 
 def test_parquet_files_leave_the_partition_key_to_the_folder(

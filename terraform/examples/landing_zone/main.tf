@@ -1,7 +1,9 @@
 /**
  * One environment of abaco's landing zone on Google Cloud: the exports bucket, its
- * notifications (with dead letters), the exporter and consumer service accounts, and BigQuery
- * external tables over the Parquet exports.
+ * notifications (one message per uploaded run, with dead letters), the exporter and consumer
+ * service accounts, and BigQuery external tables over the Parquet exports. The VM uploads to
+ * gs://<bucket>/<prefix> (output upload_destination: ABACO_UPLOAD__DESTINATION on the VM):
+ * data files under <prefix>/exports/, manifests and pointers under <prefix>/_control/.
  */
 
 locals {
@@ -11,18 +13,18 @@ locals {
   }
   # Deterministic, so that it is known at plan time (for_each keys and values below).
   consumer_member = "serviceAccount:abaco-consumer-${var.environment}@${var.project_id}.iam.gserviceaccount.com"
+  # "" or "<prefix>/": object names below the destination.
+  root = var.prefix == "" ? "" : "${var.prefix}/"
 }
 
 module "bucket" {
   source = "../../modules/export_bucket"
 
-  project_id            = var.project_id
-  name                  = local.bucket_name
-  location              = var.region
-  retention_days        = var.retention_days
-  retention_policy_days = var.retention_policy_days
-  lock_retention_policy = var.lock_retention_policy
-  labels                = local.labels
+  project_id     = var.project_id
+  name           = local.bucket_name
+  location       = var.region
+  retention_days = var.retention_days
+  labels         = local.labels
 }
 
 module "notifications" {
@@ -30,6 +32,7 @@ module "notifications" {
 
   project_id                    = var.project_id
   bucket_name                   = module.bucket.name
+  prefix                        = var.prefix
   topic_name                    = "abaco-exports-${var.environment}"
   subscription_name             = "abaco-exports-consumer-${var.environment}"
   dead_letter_topic_name        = "abaco-exports-dead-letter-${var.environment}"
@@ -42,10 +45,10 @@ module "access" {
 
   project_id             = var.project_id
   bucket_name            = module.bucket.name
+  prefix                 = var.prefix
   subscription_name      = module.notifications.subscription_name
   exporter_account_id    = "abaco-exporter-${var.environment}"
   consumer_account_id    = "abaco-consumer-${var.environment}"
-  exporter_may_replace   = var.exporter_may_replace
   extra_consumer_members = var.extra_consumer_members
 }
 
@@ -56,6 +59,7 @@ module "bigquery" {
   dataset_id        = "abaco_exports_${var.environment}"
   location          = var.region
   bucket_name       = module.bucket.name
+  prefix            = var.prefix
   hive_partitioning = var.hive_partitioning
   reader_members = merge(
     { consumer = local.consumer_member },

@@ -1,11 +1,21 @@
 output "bucket_name" {
-  description = "The landing bucket: the VM uploads /var/lib/abaco/exports to gs://<bucket_name>/exports."
+  description = "The landing bucket: the VM uploads its runs to gs://<bucket_name>/<prefix> (upload_destination)."
   value       = module.bucket.name
 }
 
+output "upload_destination" {
+  description = "Set ABACO_UPLOAD__DESTINATION to this in /etc/abaco/abaco.env on the VM (deploy/abaco.env.example)."
+  value       = trimsuffix("gs://${module.bucket.name}/${var.prefix}", "/")
+}
+
 output "exports_url" {
-  description = "gs:// URL of the exports folder in the bucket."
-  value       = module.bucket.exports_prefix
+  description = "gs:// URL of the data files in the bucket (the runtime tree's exports/ folder); the BigQuery tables read the Parquet files below it."
+  value       = "gs://${module.bucket.name}/${local.root}exports"
+}
+
+output "manifests_url" {
+  description = "gs:// URL of the runs' manifests (one per uploaded run, create-only); each one that lands is announced on notification_topic."
+  value       = "gs://${module.bucket.name}/${local.root}_control/manifests"
 }
 
 output "exporter_service_account" {
@@ -19,7 +29,7 @@ output "consumer_service_account" {
 }
 
 output "notification_topic" {
-  description = "Topic that announces every new export object."
+  description = "Topic that announces every uploaded run once (its manifest, with dataset, as_of_date and run_id in the object's metadata)."
   value       = module.notifications.topic_id
 }
 

@@ -27,22 +27,15 @@ variable "retention_days" {
   default     = 90
 }
 
-variable "retention_policy_days" {
-  type        = number
-  description = "Optional retention policy (WORM) in days; 0 for none. A value above 0 turns Object Versioning off (Cloud Storage allows only one of them)."
-  default     = 0
-}
+variable "prefix" {
+  type        = string
+  description = "Folder of abaco's objects in the bucket, without slashes at the ends; \"\" (the default) for the bucket's root. The VM's ABACO_UPLOAD__DESTINATION is gs://<bucket_name>/<prefix> (output upload_destination)."
+  default     = ""
 
-variable "lock_retention_policy" {
-  type        = bool
-  description = "Lock the retention policy: IRREVERSIBLE (see modules/export_bucket)."
-  default     = false
-}
-
-variable "exporter_may_replace" {
-  type        = bool
-  description = "Let the exporter overwrite objects it uploaded before (needed to re-upload a re-exported date); false keeps it create-only."
-  default     = false
+  validation {
+    condition     = var.prefix == "" || (can(regex("^[A-Za-z0-9._=-]+(/[A-Za-z0-9._=-]+)*$", var.prefix)) && alltrue([for segment in split("/", var.prefix) : segment != "." && segment != ".."]))
+    error_message = "prefix must be \"\" or folder names separated by single slashes, without a slash at either end and without . or .. (e.g. \"prod\")."
+  }
 }
 
 variable "extra_consumer_members" {

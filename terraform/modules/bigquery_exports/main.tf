@@ -1,15 +1,19 @@
 /**
  * A BigQuery dataset with one external table per exported table, over the Hive-style layout
  * of the runtime tree in the landing bucket:
- *   gs://BUCKET/exports/<dataset>/<table>/as_of_date=D/<dataset>_<table>_D.parquet
+ *   gs://BUCKET/<prefix>/exports/<dataset>/<table>/as_of_date=D/<dataset>_<table>_D.parquet
  * External tables hold no data: BigQuery reads the Parquet files at query time, so a new as-of
  * date is queryable as soon as its file lands. With hive_partitioning (the default), as_of_date
  * comes from the as_of_date=D folder name (the Parquet files do not carry it as a column), and a
- * filter on it reads only the matching folders.
+ * filter on it reads only the matching folders. Manifests and pointers live under
+ * <prefix>/_control/, which no table reads.
  */
 
 locals {
   labels = merge({ app = "abaco" }, var.labels)
+  # "" or "<prefix>/": object names below the destination gs://BUCKET/<prefix>.
+  root    = var.prefix == "" ? "" : "${var.prefix}/"
+  exports = "gs://${var.bucket_name}/${local.root}exports"
 }
 
 resource "google_bigquery_dataset" "exports" {
@@ -17,7 +21,7 @@ resource "google_bigquery_dataset" "exports" {
   dataset_id                 = var.dataset_id
   location                   = var.location
   friendly_name              = "abaco exports"
-  description                = "External tables over abaco's exports in gs://${var.bucket_name}/${var.exports_prefix}."
+  description                = "External tables over abaco's exports in ${local.exports}."
   labels                     = local.labels
   delete_contents_on_destroy = false
 
@@ -46,7 +50,7 @@ resource "google_bigquery_table" "exports" {
     autodetect    = true
     # Only the Parquet files: CSV and JSON of the same run sit beside them.
     source_uris = [
-      "gs://${var.bucket_name}/${var.exports_prefix}/${each.value.dataset}/${each.value.table}/*.parquet",
+      "${local.exports}/${each.value.dataset}/${each.value.table}/*.parquet",
     ]
 
     # The partition key lives only in the folder name: BigQuery refuses a key that is also a
@@ -55,7 +59,7 @@ resource "google_bigquery_table" "exports" {
       for_each = var.hive_partitioning ? [1] : []
       content {
         mode                     = "CUSTOM"
-        source_uri_prefix        = "gs://${var.bucket_name}/${var.exports_prefix}/${each.value.dataset}/${each.value.table}/{as_of_date:DATE}"
+        source_uri_prefix        = "${local.exports}/${each.value.dataset}/${each.value.table}/{as_of_date:DATE}"
         require_partition_filter = var.require_partition_filter
       }
     }

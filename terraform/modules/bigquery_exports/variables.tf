@@ -19,10 +19,15 @@ variable "bucket_name" {
   description = "The landing bucket the tables read."
 }
 
-variable "exports_prefix" {
+variable "prefix" {
   type        = string
-  description = "Folder of the runtime tree's exports inside the bucket, without slashes at the ends."
-  default     = "exports"
+  description = "Folder of abaco's objects in the bucket, without slashes at the ends: the <prefix> of the VM's destination gs://BUCKET/<prefix> (ABACO_UPLOAD__DESTINATION); \"\" for the bucket's root. The tables read gs://BUCKET/<prefix>/exports/<dataset>/<table>/*.parquet."
+  default     = ""
+
+  validation {
+    condition     = var.prefix == "" || (can(regex("^[A-Za-z0-9._=-]+(/[A-Za-z0-9._=-]+)*$", var.prefix)) && alltrue([for segment in split("/", var.prefix) : segment != "." && segment != ".."]))
+    error_message = "prefix must be \"\" or folder names separated by single slashes, without a slash at either end and without . or .. (e.g. \"prod\")."
+  }
 }
 
 variable "tables" {
@@ -31,7 +36,7 @@ variable "tables" {
     table       = string
     description = optional(string, "")
   }))
-  description = "External tables to create, keyed by BigQuery table id: each reads gs://BUCKET/<exports_prefix>/<dataset>/<table>/as_of_date=D/*.parquet."
+  description = "External tables to create, keyed by BigQuery table id: each reads gs://BUCKET/<prefix>/exports/<dataset>/<table>/as_of_date=D/*.parquet."
   default = {
     dpd_loans = {
       dataset     = "dpd"

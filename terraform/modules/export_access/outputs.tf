@@ -22,3 +22,11 @@ output "consumer_members" {
   description = "Every principal given consumer access (the service account and extra_consumer_members)."
   value       = concat([local.consumer_member], var.extra_consumer_members)
 }
+
+output "exporter_prefixes" {
+  description = "Where the exporter may do what, as object-name prefixes: replace (overwrite and delete) and create_only."
+  value = {
+    replace     = [local.exports_prefix, local.latest_prefix]
+    create_only = [local.manifests_prefix]
+  }
+}

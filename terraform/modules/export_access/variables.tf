@@ -25,10 +25,15 @@ variable "consumer_account_id" {
   default     = "abaco-consumer"
 }
 
-variable "exporter_may_replace" {
-  type        = bool
-  description = "false (the default): the exporter may only create objects (roles/storage.objectCreator), so the VM can never delete or overwrite what it uploaded, and an upload must not reuse a name. true adds roles/storage.objectUser on the bucket, so re-uploading a re-exported as-of date (dpd runs hourly for the same date) replaces the object; the old one stays restorable as a noncurrent version."
-  default     = false
+variable "prefix" {
+  type        = string
+  description = "Folder of abaco's objects in the bucket, without slashes at the ends: the <prefix> of the VM's destination gs://BUCKET/<prefix> (ABACO_UPLOAD__DESTINATION); \"\" for the bucket's root. The exporter may replace objects under <prefix>/exports/ and <prefix>/_control/latest/ only."
+  default     = ""
+
+  validation {
+    condition     = var.prefix == "" || (can(regex("^[A-Za-z0-9._=-]+(/[A-Za-z0-9._=-]+)*$", var.prefix)) && alltrue([for segment in split("/", var.prefix) : segment != "." && segment != ".."]))
+    error_message = "prefix must be \"\" or folder names separated by single slashes, without a slash at either end and without . or .. (e.g. \"prod\")."
+  }
 }
 
 variable "extra_consumer_members" {

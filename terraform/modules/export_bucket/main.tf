@@ -1,12 +1,14 @@
 /**
  * The landing bucket of abaco's exports: private (uniform bucket-level access, public access
- * prevention enforced), versioned, soft delete on, lifecycle rules that match the VM's prune
- * retention, and an optional retention policy (Bucket Lock).
+ * prevention enforced), versioned, soft delete on, and lifecycle rules that match the VM's prune
+ * retention.
+ *
+ * No retention policy (Bucket Lock): a re-export of an as-of date replaces that date's objects
+ * and the upload deletes objects of the previous run that the new manifest does not name, which
+ * a retention policy refuses (and Cloud Storage allows no Object Versioning beside one). History
+ * is kept by versioning instead: a replaced or deleted object stays as a noncurrent version for
+ * noncurrent_version_days, then in soft delete for soft_delete_days (terraform/README.md).
  */
-
-locals {
-  retention_policy_enabled = var.retention_policy_days > 0
-}
 
 resource "google_storage_bucket" "exports" {
   project       = var.project_id
@@ -19,11 +21,10 @@ resource "google_storage_bucket" "exports" {
   uniform_bucket_level_access = true
   public_access_prevention    = "enforced"
 
-  # Cloud Storage refuses Object Versioning on a bucket with a retention policy; with one, the
-  # policy itself keeps every object unchanged for its period. (Written out, not as a local, so
-  # that checkov can evaluate it.)
+  # Every overwrite (a re-exported date, the moved latest pointer) and every delete (objects of a
+  # previous run that the new manifest does not name) keeps the old bytes as a noncurrent version.
   versioning {
-    enabled = var.retention_policy_days == 0
+    enabled = true
   }
 
   soft_delete_policy {
@@ -31,7 +32,9 @@ resource "google_storage_bucket" "exports" {
   }
 
   # Exports older than the prune retention go, as `abaco prune --retention 90d` removes them
-  # from the VM.
+  # from the VM: the data files under <prefix>/exports/ and each run's manifest under
+  # <prefix>/_control/manifests/ (age counts from the upload, so a re-exported date starts again).
+  # A pointer under <prefix>/_control/latest/ is replaced by every upload of its dataset.
   lifecycle_rule {
     condition {
       age        = var.retention_days
@@ -42,7 +45,10 @@ resource "google_storage_bucket" "exports" {
     }
   }
 
-  # Previous versions (after an overwrite or a delete) stay restorable for a while.
+  # Previous versions (after an overwrite or a delete) stay restorable for a while: a noncurrent
+  # version goes when it has been noncurrent for noncurrent_version_days, or when
+  # noncurrent_versions_kept newer versions of the object exist, whichever comes first
+  # (runbooks/restore-after-prune.md).
   lifecycle_rule {
     condition {
       days_since_noncurrent_time = var.noncurrent_version_days
@@ -73,14 +79,6 @@ resource "google_storage_bucket" "exports" {
     }
   }
 
-  dynamic "retention_policy" {
-    for_each = local.retention_policy_enabled ? [1] : []
-    content {
-      retention_period = var.retention_policy_days * 86400
-      is_locked        = var.lock_retention_policy
-    }
-  }
-
   dynamic "encryption" {
     for_each = var.kms_key_name == null ? [] : [var.kms_key_name]
     content {
@@ -93,17 +91,6 @@ resource "google_storage_bucket" "exports" {
     content {
       log_bucket        = logging.value
       log_object_prefix = var.name
-    }
-  }
-
-  lifecycle {
-    precondition {
-      condition     = var.retention_policy_days <= var.retention_days
-      error_message = "retention_policy_days must not exceed retention_days: the lifecycle could never delete what the policy protects."
-    }
-    precondition {
-      condition     = !var.lock_retention_policy || var.retention_policy_days > 0
-      error_message = "lock_retention_policy needs retention_policy_days > 0."
     }
   }
 }

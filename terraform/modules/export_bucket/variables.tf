@@ -32,7 +32,7 @@ variable "retention_days" {
 
 variable "noncurrent_version_days" {
   type        = number
-  description = "Days an overwritten or deleted object's previous version is kept (the window for restoring from versioning, runbooks/restore-after-prune.md)."
+  description = "Days an overwritten or deleted object's previous version is kept (the window for restoring from versioning, runbooks/restore-after-prune.md); a re-export replaces a date's objects and deletes those of the previous run that the new manifest does not name, and each of them stays restorable this long."
   default     = 30
 
   validation {
@@ -43,7 +43,7 @@ variable "noncurrent_version_days" {
 
 variable "noncurrent_versions_kept" {
   type        = number
-  description = "Newest noncurrent versions of one object kept regardless of age limits; older ones are deleted (an hourly dpd file is replaced 24 times a day)."
+  description = "At most this many noncurrent versions of one object are kept: an older one is deleted even inside noncurrent_version_days (today's dpd files are replaced by every hourly run)."
   default     = 5
 }
 
@@ -56,23 +56,6 @@ variable "soft_delete_days" {
     condition     = var.soft_delete_days == 0 || (var.soft_delete_days >= 7 && var.soft_delete_days <= 90)
     error_message = "soft_delete_days must be 0 or between 7 and 90."
   }
-}
-
-variable "retention_policy_days" {
-  type        = number
-  description = "Optional bucket retention policy (WORM): no object can be deleted or replaced before it is this many days old. 0 (the default) means none. Cloud Storage does not allow a retention policy together with Object Versioning, so a value above 0 turns versioning off: the retention policy then protects the history instead. Must not exceed retention_days."
-  default     = 0
-
-  validation {
-    condition     = var.retention_policy_days >= 0
-    error_message = "retention_policy_days must be 0 (off) or a positive number of days."
-  }
-}
-
-variable "lock_retention_policy" {
-  type        = bool
-  description = "Lock the retention policy (Bucket Lock). IRREVERSIBLE: a locked policy can never be shortened or removed, and the bucket cannot be deleted until every object has aged out. Only with retention_policy_days > 0."
-  default     = false
 }
 
 variable "kms_key_name" {

@@ -1,11 +1,19 @@
 /**
- * Announces every export that lands in the bucket: the bucket notifies a Pub/Sub topic on
- * OBJECT_FINALIZE, consumers pull from a subscription, and messages that keep failing go to a
- * dead-letter topic with a subscription of its own.
+ * Announces every run that is uploaded to the bucket, once: the bucket notifies a Pub/Sub topic
+ * on OBJECT_FINALIZE of objects under <prefix>/_control/manifests/ only. abaco uploads a run's
+ * data files first and its manifest last, with put-if-absent, so the manifest's message says
+ * that the run is complete in the bucket, and a replayed upload (which finds the manifest) sends
+ * none. The payload (JSON_API_V1) is the manifest object's resource, whose custom metadata holds
+ * dataset, as_of_date and run_id. Consumers pull from a subscription, and messages that keep
+ * failing go to a dead-letter topic with a subscription of its own.
  */
 
 locals {
   labels = merge({ app = "abaco" }, var.labels)
+  # "" or "<prefix>/": object names below the destination gs://BUCKET/<prefix>.
+  root = var.prefix == "" ? "" : "${var.prefix}/"
+  # The control prefix: outside every BigQuery external table's URIs (<prefix>/exports/...).
+  manifests_prefix = "${local.root}_control/manifests/"
 }
 
 data "google_project" "this" {
@@ -32,11 +40,12 @@ resource "google_pubsub_topic_iam_member" "storage_publishes" {
 }
 
 resource "google_storage_notification" "exports" {
-  bucket             = var.bucket_name
-  topic              = google_pubsub_topic.exports.id
-  payload_format     = "JSON_API_V1"
-  event_types        = ["OBJECT_FINALIZE"]
-  object_name_prefix = var.object_name_prefix
+  bucket         = var.bucket_name
+  topic          = google_pubsub_topic.exports.id
+  payload_format = "JSON_API_V1"
+  event_types    = ["OBJECT_FINALIZE"]
+  # One message per uploaded run, not one per file.
+  object_name_prefix = local.manifests_prefix
   custom_attributes = {
     source = "abaco"
   }

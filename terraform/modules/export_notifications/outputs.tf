@@ -1,5 +1,5 @@
 output "topic_id" {
-  description = "Topic the bucket notifies (projects/P/topics/T)."
+  description = "Topic the bucket notifies once per uploaded run (projects/P/topics/T)."
   value       = google_pubsub_topic.exports.id
 }
 
@@ -26,4 +26,9 @@ output "dead_letter_subscription_id" {
 output "notification_id" {
   description = "The bucket notification."
   value       = google_storage_notification.exports.notification_id
+}
+
+output "object_name_prefix" {
+  description = "The notification's filter: manifests only, <prefix>/_control/manifests/."
+  value       = google_storage_notification.exports.object_name_prefix
 }

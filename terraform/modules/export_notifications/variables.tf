@@ -10,14 +10,19 @@ variable "bucket_name" {
 
 variable "topic_name" {
   type        = string
-  description = "Topic the bucket notifies on every finalized object."
+  description = "Topic the bucket notifies once per uploaded run (its manifest finalized)."
   default     = "abaco-exports"
 }
 
-variable "object_name_prefix" {
+variable "prefix" {
   type        = string
-  description = "Only objects under this prefix are announced (the exports tree)."
-  default     = "exports/"
+  description = "Folder of abaco's objects in the bucket, without slashes at the ends: the <prefix> of the VM's destination gs://BUCKET/<prefix> (ABACO_UPLOAD__DESTINATION); \"\" for the bucket's root. Only manifests, <prefix>/_control/manifests/..., are announced."
+  default     = ""
+
+  validation {
+    condition     = var.prefix == "" || (can(regex("^[A-Za-z0-9._=-]+(/[A-Za-z0-9._=-]+)*$", var.prefix)) && alltrue([for segment in split("/", var.prefix) : segment != "." && segment != ".."]))
+    error_message = "prefix must be \"\" or folder names separated by single slashes, without a slash at either end and without . or .. (e.g. \"prod\")."
+  }
 }
 
 variable "subscription_name" {
