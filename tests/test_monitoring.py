@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -31,6 +32,7 @@ ALERTS = {
     "AbacoHealthcheckCritical": "runbooks/healthcheck-critical.md",
     "AbacoDiskNearlyFull": "runbooks/disk-filling.md",
     "AbacoAuditChainBroken": "runbooks/audit-tampering.md",
+    "AbacoUploadPending": "runbooks/upload-pending.md",
 }
 METRIC = re.compile(r"\babaco_[a-z0-9_]+\b")
 PROMTOOL = shutil.which("promtool")
@@ -104,6 +106,25 @@ def test_thresholds_follow_the_configuration_defaults() -> None:
         assert defaults.freshness_hours.hours(dataset) == 26
 
 
+def test_upload_pending_fires_at_the_health_checks_warning_limit() -> None:
+    """AbacoUploadPending and the `upload` check's WARNING agree (90 minutes by default); its
+    CRITICAL (360) reaches AbacoHealthcheckCritical, whose expression excludes only audit and
+    freshness."""
+    from abaco_cli.settings import UploadSettings  # upload.* (issue 12)
+
+    defaults = UploadSettings()
+    pending = field(rule_blocks()["AbacoUploadPending"], "expr")
+    assert pending == (
+        "(time() - abaco_upload_oldest_pending_timestamp_seconds) > "
+        f"{defaults.pending_warning_minutes} * 60"
+    )
+    assert defaults.pending_warning_minutes == 90
+    assert defaults.pending_critical_minutes == 360
+    assert field(rule_blocks()["AbacoUploadPending"], "for") == "5m"
+    critical = field(rule_blocks()["AbacoHealthcheckCritical"], "expr")
+    assert 'check!~"audit|freshness"' in critical
+
+
 def dashboard_exprs() -> list[str]:
     data = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     exprs = [t["expr"] for p in data["panels"] for t in p.get("targets", [])]
@@ -119,7 +140,7 @@ def test_the_dashboard_is_valid_and_provisioned() -> None:
     ids = [p["id"] for p in data["panels"]]
     assert len(ids) == len(set(ids))
     titles = " ".join(p["title"] for p in data["panels"]).lower()
-    for topic in ("freshness", "fail", "duration", "rows", "prune", "health"):
+    for topic in ("freshness", "fail", "duration", "rows", "prune", "health", "upload"):
         assert topic in titles, topic
     for panel in data["panels"]:
         if panel["type"] != "row":
@@ -129,15 +150,49 @@ def test_the_dashboard_is_valid_and_provisioned() -> None:
     assert "path: /var/lib/grafana/dashboards/abaco" in provisioning
 
 
+def test_the_dashboard_shows_uploads() -> None:
+    """Runs pending per dataset, the age of the oldest pending run, bytes uploaded per second."""
+    exprs = dashboard_exprs()
+    assert any(e.startswith("abaco_upload_pending_runs{") for e in exprs)
+    assert any(
+        e.startswith("time() - abaco_upload_oldest_pending_timestamp_seconds{") for e in exprs
+    )
+    assert any("rate(abaco_upload_bytes_total{" in e for e in exprs)
+
+
 def test_rules_and_dashboard_use_only_metrics_abaco_writes(
-    cli: CliRunner, db_conninfo: str, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch
+    cli: CliRunner,
+    db_conninfo: str,
+    runtime_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
-    """Export (one success, one failure), prune, healthcheck and db check --data for real,
-    then compare."""
+    """Export, upload to a folder, export to a destination that is down (exit 5: exported,
+    upload pending, so the oldest-pending gauge exists), prune, healthcheck and db check --data
+    for real, then compare."""
     add_loans(db_conninfo)
     monkeypatch.setenv("ABACO_HEALTH__DATASETS", '["dpd"]')
     assert invoke(cli, "export", "dpd", "--as-of", "2025-06-29").exit_code == 0
-    assert invoke(cli, "export", "dpd", "--as-of", "2025-06-30").exit_code == 0
+    landing = tmp_path / "landing"
+    assert invoke(cli, "upload", "--dest", str(landing)).exit_code == 0
+    # The destination is down (nothing listens on its port): exported, upload pending.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    for key, value in {
+        "ABACO_UPLOAD__S3_ENDPOINT_URL": f"http://127.0.0.1:{closed}",
+        "ABACO_UPLOAD__S3_REGION": "us-east-1",
+        "ABACO_UPLOAD__MAX_TOTAL_SECONDS": "1",
+        "AWS_ACCESS_KEY_ID": "monitoring-test",
+        "AWS_SECRET_ACCESS_KEY": "monitoring-test",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+    }.items():
+        monkeypatch.setenv(key, value)
+    down = "s3://abaco-monitoring/prod"
+    pending = invoke(cli, "export", "dpd", "--as-of", "2025-06-30", "--dest", down)
+    assert pending.exit_code == 5, pending.output
     assert invoke(cli, "prune", "--retention", "1h", "--keep-last", "1").exit_code == 0
     assert invoke(cli, "healthcheck").exit_code == 0
     assert invoke(cli, "db", "check", "--data").exit_code == 0  # the abaco_dq_* families

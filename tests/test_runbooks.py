@@ -32,6 +32,7 @@ ALERT_PAGES = {
     "AbacoHealthcheckCritical": "healthcheck-critical.md",
     "AbacoDiskNearlyFull": "disk-filling.md",
     "AbacoAuditChainBroken": "audit-tampering.md",
+    "AbacoUploadPending": "upload-pending.md",
 }
 SITUATION_PAGES = [
     "database-unreachable.md",
@@ -409,6 +410,7 @@ def test_every_source_yields_commands() -> None:
         assert f"deploy/systemd/abaco-export@{instance}.service" in wheres
     assert "deploy/systemd/abaco-prune.service" in wheres
     assert "deploy/systemd/abaco-healthcheck.service" in wheres
+    assert "deploy/systemd/abaco-upload.service" in wheres
     jobs = list(cron_jobs())
     assert jobs
     cron_commands = [f for f in COMMANDS if f.where.startswith("deploy/cron/")]
