@@ -151,6 +151,36 @@ _FAMILIES = (
         "Rows each check of the last data-quality run found (checks turned off are absent).",
         ("check", "severity"),
     ),
+    Family(
+        "abaco_upload_last_run_timestamp_seconds",
+        "gauge",
+        "Unix time the last upload (abaco upload, or an export's own upload) ended.",
+    ),
+    Family(
+        "abaco_upload_bytes_total",
+        "counter",
+        "Bytes sent to the upload destination (objects skipped because they were there are "
+        "not counted).",
+    ),
+    Family(
+        "abaco_upload_pending_runs",
+        "gauge",
+        "Successful runs of the dataset published locally but not yet uploaded.",
+        ("dataset",),
+    ),
+    Family(
+        "abaco_upload_oldest_pending_timestamp_seconds",
+        "gauge",
+        "Unix time the dataset's oldest run pending upload finished exporting (absent when "
+        "nothing is pending).",
+        ("dataset",),
+    ),
+    Family(
+        "abaco_upload_last_status",
+        "gauge",
+        "Outcome of the dataset's last upload: 1 every run uploaded, 0 failed.",
+        ("dataset",),
+    ),
 )
 FAMILIES: dict[str, Family] = {f.name: f for f in _FAMILIES}
 _BY_BASE: dict[str, Family] = {f.base: f for f in _FAMILIES}
