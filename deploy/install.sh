@@ -11,7 +11,8 @@
 # /opt/abaco/venv at that venv; installs the wrapper /opt/abaco/bin/abaco (linked as
 # /usr/local/bin/abaco), the runbooks in /opt/abaco/runbooks, /etc/abaco/abaco.env (root:abaco,
 # mode 0640; never overwritten) and /etc/abaco/abaco.toml (never overwritten), the runtime tree
-# /var/lib/abaco (mode 0750), and the units or the cron file.
+# /var/lib/abaco (mode 0750), and the units or the cron file (exports, prune, health check, and
+# the upload of runs not yet uploaded, a no-op until ABACO_UPLOAD__DESTINATION is set).
 #
 # Upgrades: with systemd, the timers are stopped before anything changes and started again at
 # the end. The new venv is built beside the old one and the link is switched with one rename, so
@@ -104,7 +105,8 @@ if [ "$dry_run" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
 fi
 
 timers=(abaco-export-dpd.timer abaco-export-kpi.timer abaco-export-pricing.timer
-        abaco-export-analytics.timer abaco-prune.timer abaco-healthcheck.timer)
+        abaco-export-analytics.timer abaco-prune.timer abaco-healthcheck.timer
+        abaco-upload.timer)
 
 tmp=$(mktemp -d)                        # scratch space (also with --dry-run); removed at exit
 trap 'rm -rf "$tmp"' EXIT
@@ -412,7 +414,8 @@ if [ "$mode" = systemd ]; then
       say "--no-start: not started: ${to_start[*]} (systemctl start them when ready)"
     fi
   fi
-  say "done; next: edit /etc/abaco/abaco.env, then sudo -u abaco abaco healthcheck"
+  say "done; next: edit /etc/abaco/abaco.env (the database; ABACO_UPLOAD__DESTINATION to upload),"
+  say "then sudo -u abaco abaco healthcheck"
   say "timers: systemctl list-timers 'abaco-*'"
 else
   say "installing /etc/cron.d/abaco (the host clock must be UTC: timedatectl set-timezone UTC)"
@@ -426,6 +429,7 @@ else
   fi
   put_file 0644 root root "$tmp/abaco.cron" "$R/etc/cron.d/abaco"
   put_file 0644 root root "$here/cron/abaco.logrotate" "$R/etc/logrotate.d/abaco"
-  say "done; next: edit /etc/abaco/abaco.env and MAILTO in /etc/cron.d/abaco,"
+  say "done; next: edit /etc/abaco/abaco.env (the database; ABACO_UPLOAD__DESTINATION to upload)"
+  say "and MAILTO in /etc/cron.d/abaco,"
   say "then sudo -u abaco abaco healthcheck"
 fi

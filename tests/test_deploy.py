@@ -2,9 +2,10 @@
 
 systemd's own tools judge the units (`systemd-analyze verify`, `security --offline`,
 `calendar`); the cron lines run for real under /bin/sh with a stand-in abaco; install.sh runs with
---dry-run; and a real export runs under the kernel mechanisms behind the sandbox's riskiest
-settings (PR_SET_MDWE for MemoryDenyWriteExecute=, a seccomp filter built from systemd's own
-syscall groups for SystemCallFilter=, a /proc mounted with subset=pid for ProcSubset=pid).
+--dry-run; and a real export, and uploads through the cloud libraries to local S3 and GCS
+servers, run under the kernel mechanisms behind the sandbox's riskiest settings (PR_SET_MDWE for
+MemoryDenyWriteExecute=, a seccomp filter built from systemd's own syscall groups for
+SystemCallFilter=, a /proc mounted with subset=pid for ProcSubset=pid).
 """
 
 from __future__ import annotations
@@ -201,7 +202,13 @@ def _security_supports_offline() -> bool:
     reason="systemd-analyze security --offline needs systemd 250 or newer",
 )
 @pytest.mark.parametrize(
-    "unit", ["abaco-export@dpd.service", "abaco-prune.service", "abaco-healthcheck.service"]
+    "unit",
+    [
+        "abaco-export@dpd.service",
+        "abaco-prune.service",
+        "abaco-healthcheck.service",
+        "abaco-upload.service",
+    ],
 )
 def test_security_exposure_stays_low(verify_copy: Path, unit: str) -> None:
     result = subprocess.run(
@@ -278,11 +285,13 @@ def test_the_sandbox_applies_to_every_service_by_its_name_prefix() -> None:
         assert not overridden, f"{name} overrides {overridden}"
 
 
-def test_export_retries_transient_failures_but_not_configuration_or_lock() -> None:
+def test_export_retries_transient_failures_but_not_configuration_lock_or_upload() -> None:
+    """5 is "exported, upload pending": the run is published; exporting again would not upload
+    it (abaco-upload.timer does)."""
     unit = effective_service("abaco-export@.service")
     assert value(unit, "Service", "Restart") == "on-failure"
     prevented = set((value(unit, "Service", "RestartPreventExitStatus") or "").split())
-    assert {"2", "4"} <= prevented
+    assert prevented == {"2", "4", "5"}
     assert "3" not in prevented and "1" not in prevented
     assert value(unit, "Service", "ExecStart") == f"{ABACO_BIN} export %i"
     burst = int(value(unit, "Unit", "StartLimitBurst") or 0)
@@ -297,6 +306,25 @@ def test_healthcheck_warning_and_critical_are_not_unit_failures() -> None:
     assert set((value(unit, "Service", "SuccessExitStatus") or "").split()) == {"1", "2"}
     assert value(unit, "Service", "ExecStart") == f"{ABACO_BIN} healthcheck"
     assert value(unit, "Service", "Restart") in (None, "no")
+
+
+def test_upload_catches_up_without_restarts_and_a_held_upload_lock_is_no_failure() -> None:
+    """`abaco upload` uploads every run not yet uploaded (a no-op without a destination); the
+    timer is its retry. Exit 4 (another process is uploading that dataset) is not a failure."""
+    unit = effective_service("abaco-upload.service")
+    assert value(unit, "Service", "ExecStart") == f"{ABACO_BIN} upload"
+    assert value(unit, "Service", "Restart") in (None, "no")
+    assert set((value(unit, "Service", "SuccessExitStatus") or "").split()) == {"4"}
+    assert value(unit, "Unit", "Documentation") == "file:/opt/abaco/runbooks/upload-pending.md"
+    assert (ROOT / "runbooks" / "upload-pending.md").is_file()
+    assert "network-online.target" in (value(unit, "Unit", "After") or "")
+
+
+def test_every_service_names_an_existing_runbook() -> None:
+    for name in services():
+        docs = value(read_unit(SYSTEMD / name), "Unit", "Documentation") or ""
+        page = docs.removeprefix("file:/opt/abaco/runbooks/")
+        assert page != docs and (ROOT / "runbooks" / page).is_file(), f"{name}: {docs}"
 
 
 def test_prune_uses_the_retention_of_the_bucket_lifecycle() -> None:
@@ -316,6 +344,7 @@ def test_every_job_has_a_timer() -> None:
         *(f"abaco-export@{d}.service" for d in DATASET_TIMERS),
         "abaco-prune.service",
         "abaco-healthcheck.service",
+        "abaco-upload.service",
     }
     for target in targets:
         assert unit_file_for(target).is_file(), f"no unit file for {target}"
@@ -382,6 +411,17 @@ def test_healthcheck_runs_every_five_minutes() -> None:
     assert _delay("abaco-healthcheck.timer") < 300
 
 
+@needs_systemd_analyze
+def test_upload_runs_every_fifteen_minutes_well_inside_the_pending_warning() -> None:
+    """A failed upload is retried within 15 minutes (+ the delay), far below the 90 minutes
+    after which a pending run fires AbacoUploadPending."""
+    times = elapses(_calendar("abaco-upload.timer"), iterations=9)
+    assert {(b - a).total_seconds() for a, b in itertools.pairwise(times)} == {900}
+    assert _delay("abaco-upload.timer") < 300
+    rules = (ROOT / "monitoring/prometheus/abaco-alerts.yml").read_text(encoding="utf-8")
+    assert re.search(r"abaco_upload_oldest_pending_timestamp_seconds\)? > 90 \* 60\b", rules)
+
+
 # --- cron ----------------------------------------------------------------------------------
 
 
@@ -419,7 +459,8 @@ def test_cron_has_the_systemd_schedule() -> None:
     minute, hour, *rest = _job("prune --retention 90d")[0]
     assert hour == "3" and rest == ["*", "*", "*"]
     assert _job("healthcheck")[0] == ["*/5", "*", "*", "*", "*"]
-    assert len(cron_jobs()) == 6
+    assert _job("upload")[0] == ["*/15", "*", "*", "*", "*"]
+    assert len(cron_jobs()) == 7
 
 
 def test_every_cron_job_runs_as_abaco_under_flock_and_timeout_with_a_log() -> None:
@@ -493,6 +534,21 @@ def test_cron_lines_mail_only_on_failure(cron_sandbox: tuple[Path, dict[str, str
         assert result.stdout == "", f"healthcheck exit {code} should not mail"
     unknown = _run_cron_command(health, cron_sandbox, STUB_EXIT="3")
     assert "could not run (exit 3)" in unknown.stdout
+
+    pending = _run_cron_command(export, cron_sandbox, STUB_EXIT="5")  # published, not uploaded
+    assert "abaco export dpd failed (exit 5)" in pending.stdout
+
+    _, _, upload = _job("upload")
+    # 4: another process is uploading the dataset; 75: the previous upload still runs
+    for code in ("0", "4", "75"):
+        result = _run_cron_command(upload, cron_sandbox, STUB_EXIT=code)
+        assert result.stdout == "", f"upload exit {code} should not mail"
+    for code in ("1", "2", "5"):
+        result = _run_cron_command(upload, cron_sandbox, STUB_EXIT=code)
+        assert result.stdout.count("\n") == 1, result.stdout
+        assert f"abaco upload failed (exit {code}); see /" in result.stdout
+        assert "upload.log" in result.stdout
+    assert (folder / "calls").read_text().count("upload\n") == 6
 
 
 @pytest.mark.skipif(
@@ -887,6 +943,9 @@ OLDER_VENV = "abaco-0.0.8-bbbbbbbbbbbb"  # removed
 OPERATOR_ENV = "ABACO_DATABASE_URL='postgresql://exporter:s3cret@db.internal:5432/postgres'\n"
 OPERATOR_TOML = '[health]\ndatasets = ["dpd"]\n'
 OPERATOR_MAILTO = "MAILTO=data-oncall@example.com"
+# Units this release adds to a VM an older release was installed on (in install.sh's order).
+NEW_UNITS = ("abaco-healthcheck.timer", "abaco-upload.service", "abaco-upload.timer")
+NEW_TIMERS = tuple(unit for unit in NEW_UNITS if unit.endswith(".timer"))
 
 
 def _group_of(user: str) -> str:
@@ -942,8 +1001,8 @@ def _sandbox_vm(base: Path, *, legacy_venv: bool = False) -> dict[str, Any]:
     (state / "enabled").mkdir(parents=True)
     (state / "active").mkdir()
     for name in [*services(), *timers()]:
-        if name == "abaco-healthcheck.timer":
-            continue  # a timer this release adds
+        if name in NEW_UNITS:
+            continue  # what this release adds
         shutil.copy(SYSTEMD / name, units / name)
         if name.endswith(".timer") and name != "abaco-export-kpi.timer":  # kpi: disabled
             (state / "enabled" / name).touch()
@@ -1071,19 +1130,17 @@ def test_install_stops_the_timers_around_the_switch_and_keeps_a_disabled_one_off
     stop = next(c for c in calls if c[0].startswith("stop "))
     start = next(c for c in calls if c[0].startswith("start "))
     new = os.readlink(installed_vm["opt"] / "venv")
-    active_before = {
-        t for t in timers() if t not in ("abaco-export-kpi.timer", "abaco-healthcheck.timer")
-    }
+    active_before = {t for t in timers() if t not in ("abaco-export-kpi.timer", *NEW_TIMERS)}
     # stopped before the new venv existed, with the link still on the old one
     assert set(stop[0].split()[1:]) == active_before
     assert stop[1] == f"venvs/{OLD_VENV}" and new.removeprefix("venvs/") not in stop[2]
-    # started again once the link points at the new venv: the ones that ran, and the new timer
+    # started again once the link points at the new venv: the ones that ran, and the new timers
     assert start[1] == new
-    assert set(start[0].split()[1:]) == active_before | {"abaco-healthcheck.timer"}
+    assert set(start[0].split()[1:]) == active_before | set(NEW_TIMERS)
     assert commands == [
         stop[0],
         "daemon-reload",
-        "enable abaco-healthcheck.timer",
+        "enable " + " ".join(NEW_TIMERS),
         start[0],
     ]
     state = installed_vm["state"]
@@ -1341,3 +1398,102 @@ def test_export_runs_with_proc_subset_pid(
     pg_server: Server, template_db: str, tmp_path: Path
 ) -> None:
     _export_in_sandbox(pg_server, template_db, tmp_path, proc_subset=True)
+
+
+# The upload's libraries under the same mechanisms: google-cloud-storage (with google-crc32c's C
+# extension and google-auth), boto3 (botocore, urllib3, OpenSSL) put and get an object on a local
+# S3 (moto) and a local GCS (gcp-storage-emulator) from a child process under PR_SET_MDWE, the
+# seccomp filter when its bindings are there, and /proc subset=pid when this runs as root.
+
+_MDWE_PYTHON = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    sys.exit(f"PR_SET_MDWE failed: errno {ctypes.get_errno()}")
+os.umask(0o027)
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+
+_UPLOAD_IN_SANDBOX = """
+import os
+import google_crc32c
+import boto3
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+assert google_crc32c.implementation == "c", google_crc32c.implementation
+body = b"as_of_date,loans\\r\\n2025-06-30,400\\r\\n" * 4096
+s3 = boto3.client("s3", endpoint_url=os.environ["SANDBOX_S3"], region_name="us-east-1",
+                  aws_access_key_id="sandbox", aws_secret_access_key="sandbox")
+s3.put_object(Bucket="abaco-sandbox", Key="exports/dpd/x.csv", Body=body)
+assert s3.get_object(Bucket="abaco-sandbox", Key="exports/dpd/x.csv")["Body"].read() == body
+gcs = storage.Client(project="sandbox", credentials=AnonymousCredentials())
+blob = gcs.bucket("abaco-sandbox").blob("exports/dpd/x.csv")
+blob.upload_from_string(body, checksum="md5")
+assert blob.download_as_bytes() == body
+print("uploaded", len(body))
+"""
+
+
+@pytest.fixture
+def local_object_stores() -> Any:
+    """moto's S3 and gcp-storage-emulator on free local ports, each with a bucket abaco-sandbox."""
+    import socket
+
+    import boto3
+    from gcp_storage_emulator.server import create_server
+    from moto.server import ThreadedMotoServer
+
+    def free_port() -> int:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
+
+    s3_port, gcs_port = free_port(), free_port()
+    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=s3_port, verbose=False)
+    s3.start()
+    gcs = create_server("127.0.0.1", gcs_port, in_memory=True, default_bucket="abaco-sandbox")
+    gcs.start()
+    try:
+        admin = boto3.session.Session().client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{s3_port}",
+            region_name="us-east-1",
+            aws_access_key_id="sandbox",
+            aws_secret_access_key="sandbox",
+        )
+        admin.create_bucket(Bucket="abaco-sandbox")
+        yield {"s3": f"http://127.0.0.1:{s3_port}", "gcs": f"http://127.0.0.1:{gcs_port}"}
+    finally:
+        gcs.stop()
+        s3.stop()
+
+
+@needs_mdwe
+def test_uploads_run_under_the_sandbox(local_object_stores: dict[str, str], tmp_path: Path) -> None:
+    seccomp_python = _seccomp_python()
+    command = [sys.executable, "-c", _MDWE_PYTHON, "-c", _UPLOAD_IN_SANDBOX]
+    if seccomp_python:
+        command = [seccomp_python, "-c", _SECCOMP_LAUNCHER, *command]
+    if _can_mount_proc_subset():
+        unshare = ["unshare", "--mount", "--pid", "--fork", "sh", "-c"]
+        command = [*unshare, f"{_PROC_SUBSET} && exec {shlex.join(command)}"]
+    private_tmp = tmp_path / "tmp"  # PrivateTmp=
+    private_tmp.mkdir()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AWS_", "GOOGLE_", "STORAGE_EMULATOR", "ABACO_"))
+    }
+    env |= {
+        "HOME": str(tmp_path),
+        "TMPDIR": str(private_tmp),
+        "SANDBOX_S3": local_object_stores["s3"],
+        "STORAGE_EMULATOR_HOST": local_object_stores["gcs"],
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "NO_PROXY": "127.0.0.1",
+    }
+    done = subprocess.run(
+        command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("uploaded ")
