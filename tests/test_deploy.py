@@ -412,12 +412,24 @@ def test_healthcheck_runs_every_five_minutes() -> None:
 
 
 @needs_systemd_analyze
-def test_upload_runs_every_fifteen_minutes_well_inside_the_pending_warning() -> None:
+def test_upload_runs_every_fifteen_minutes_away_from_the_exports() -> None:
     """A failed upload is retried within 15 minutes (+ the delay), far below the 90 minutes
     after which a pending run fires AbacoUploadPending."""
     times = elapses(_calendar("abaco-upload.timer"), iterations=9)
     assert {(b - a).total_seconds() for a, b in itertools.pairwise(times)} == {900}
     assert _delay("abaco-upload.timer") < 300
+    # Away from the exports, whose own upload does not wait for the upload lock: no upload
+    # starts inside an export timer's start window (its minute of the hour + its delay).
+
+    def minutes(start: datetime, delay: float) -> tuple[float, float]:
+        begin = start.minute + start.second / 60
+        return begin, begin + delay / 60
+
+    uploads = [minutes(start, _delay("abaco-upload.timer")) for start in times[:4]]
+    for timer in DATASET_TIMERS.values():
+        begin, end = minutes(elapses(_calendar(timer), iterations=1)[0], _delay(timer))
+        for upload_begin, upload_end in uploads:
+            assert upload_end < begin or upload_begin > end, (timer, upload_begin, begin)
     rules = (ROOT / "monitoring/prometheus/abaco-alerts.yml").read_text(encoding="utf-8")
     assert re.search(r"abaco_upload_oldest_pending_timestamp_seconds\)? > 90 \* 60\b", rules)
 
@@ -459,7 +471,7 @@ def test_cron_has_the_systemd_schedule() -> None:
     minute, hour, *rest = _job("prune --retention 90d")[0]
     assert hour == "3" and rest == ["*", "*", "*"]
     assert _job("healthcheck")[0] == ["*/5", "*", "*", "*", "*"]
-    assert _job("upload")[0] == ["*/15", "*", "*", "*", "*"]
+    assert _job("upload")[0] == ["12-59/15", "*", "*", "*", "*"]
     assert len(cron_jobs()) == 7
 
 
