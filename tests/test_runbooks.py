@@ -313,6 +313,8 @@ def parse_against_cli(args: list[str]) -> str:
         protected = getattr(ctx, "_protected_args", None) or getattr(ctx, "protected_args", [])
         rest = [*protected, *ctx.args]
         if not rest:
+            if getattr(command, "invoke_without_command", False):
+                break
             raise ValueError(f"`{ctx.command_path}` needs a command")
         name, sub, rest = command.resolve_command(ctx, rest)
         assert sub is not None and name is not None
