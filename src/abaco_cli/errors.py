@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -13,6 +14,7 @@ class ExitCode(IntEnum):
     USAGE = 2
     SOURCE_UNAVAILABLE = 3
     LOCKED = 4
+    UPLOAD_PENDING = 5
     INTERRUPTED = 130
 
 
@@ -77,6 +79,24 @@ class LockedError(AbacoError):
 
     exit_code = ExitCode.LOCKED
     default_hint = "Wait for the other run to finish, or raise ABACO_LOCK_TIMEOUT_SECONDS."
+
+
+class UploadPendingError(AbacoError):
+    """The run was exported and published locally, but its upload to the destination did not
+    finish: the run is recorded as pending and `abaco upload` finishes it. ``results`` holds
+    what the export published (its files stay published)."""
+
+    exit_code = ExitCode.UPLOAD_PENDING
+    default_hint = (
+        "`abaco upload status` shows what is pending; see runbooks/upload-pending.md. Do not "
+        "export again to get it uploaded."
+    )
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, results: list[Any] | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.results: list[Any] = list(results or [])
 
 
 class WriteError(AbacoError):

@@ -8,6 +8,8 @@ exports/<dataset>/_manifests/<dataset>_<D>.manifest.json                  one pe
 exports/<dataset>/latest.json                                             newest as-of date
 journal/<run_id>_<D>.publish.json (and .<dataset>.done)                     a publish in progress
 locks/<dataset>.lock                                                      one writer at a time
+locks/upload_<dataset>.lock                                               one uploader at a time
+upload/<dataset>.state.json                                               runs uploaded or pending
 audit/audit.jsonl                                                         hash-chained audit log
 metrics/abaco.prom                                                        Prometheus textfile
 
@@ -33,6 +35,7 @@ PRUNING_SUFFIX = ".pruning"
 MANIFEST_SUFFIX = ".manifest.json"
 TEMP_SUFFIX = ".tmp"
 JOURNAL_SUFFIX = ".publish.json"
+UPLOAD_STATE_SUFFIX = ".state.json"
 DERIVED_FOLDERS = ("json",)  # folders of files built from a dataset's tables (kpi/json)
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")  # dataset and table names
@@ -62,6 +65,7 @@ class Place(StrEnum):
     TEMP = "temporary file"
     JOURNAL = "publish journal"
     LOCK = "lock"
+    UPLOAD_STATE = "upload state"  # upload/<dataset>.state.json: runs uploaded or pending
 
 
 def parse_day(text: str) -> date | None:
@@ -144,6 +148,18 @@ class RuntimeTree:
 
     def lock_path(self, dataset: str) -> Path:
         return self.locks / f"{dataset}.lock"
+
+    def upload_lock_path(self, dataset: str) -> Path:
+        """The upload's own lock of a dataset (never the export's: an upload that takes long
+        does not hold up the dataset's next export)."""
+        return self.locks / f"upload_{dataset}.lock"
+
+    @property
+    def upload_dir(self) -> Path:
+        return self.root / "upload"
+
+    def upload_state_path(self, dataset: str) -> Path:
+        return self.upload_dir / f"{dataset}{UPLOAD_STATE_SUFFIX}"
 
     def journal_path(self, run_id: str, as_of: date) -> Path:
         return self.journal / f"{run_id}_{as_of.isoformat()}{JOURNAL_SUFFIX}"
@@ -265,8 +281,21 @@ class RuntimeTree:
             folder = parts[:-1]
             return any(
                 self._allowed(k, (*folder, target))
-                for k in (Place.DATA, Place.ALIAS, Place.MANIFEST, Place.POINTER)
+                for k in (
+                    Place.DATA,
+                    Place.ALIAS,
+                    Place.MANIFEST,
+                    Place.POINTER,
+                    Place.UPLOAD_STATE,
+                )
             ) or (folder == ("journal",) and _JOURNAL.match(target) is not None)
+        if kind is Place.UPLOAD_STATE:
+            return (
+                len(parts) == 2
+                and parts[0] == "upload"
+                and name.endswith(UPLOAD_STATE_SUFFIX)
+                and bool(NAME.match(name.removesuffix(UPLOAD_STATE_SUFFIX)))
+            )
         if kind is Place.JOURNAL:
             return len(parts) == 2 and parts[0] == "journal" and _JOURNAL.match(name) is not None
         if kind is Place.LOCK:
