@@ -427,3 +427,44 @@ def dq_update(report: QualityReport, finished: float) -> MetricsUpdate:
     for check in report.checks:
         update.gauge("abaco_dq_rows", check.count, check=check.name, severity=check.severity)
     return update
+
+
+@dataclass(frozen=True)
+class UploadGauge:
+    """One dataset after an upload (or after anything that changes what is pending)."""
+
+    dataset: str
+    pending: int
+    oldest_pending: float | None  # unix time the oldest pending run finished exporting
+    ok: bool | None = None  # how its upload ended; None: not attempted (last status unchanged)
+
+
+def upload_update(
+    gauges: Sequence[UploadGauge],
+    *,
+    finished: float | None = None,
+    sent_bytes: int = 0,
+    command_success: bool | None = None,
+) -> MetricsUpdate:
+    """The upload families: per dataset what is pending and since when (the oldest-pending
+    gauge disappears when nothing is), how its upload ended; when an upload ran (``finished``),
+    the bytes it sent; ``command_success`` counts a run of `abaco upload` itself."""
+    update = MetricsUpdate()
+    if finished is not None:
+        update.gauge("abaco_upload_last_run_timestamp_seconds", finished)
+        update.count("abaco_upload_bytes_total", float(sent_bytes))
+    for item in gauges:
+        labels = {"dataset": item.dataset}
+        update.gauge("abaco_upload_pending_runs", item.pending, **labels)
+        if item.oldest_pending is None:
+            update.clear("abaco_upload_oldest_pending_timestamp_seconds", **labels)
+        else:
+            update.gauge(
+                "abaco_upload_oldest_pending_timestamp_seconds", item.oldest_pending, **labels
+            )
+        if item.ok is not None:
+            update.gauge("abaco_upload_last_status", 1 if item.ok else 0, **labels)
+    if command_success is not None:
+        status = "success" if command_success else "failure"
+        update.count("abaco_runs_total", command="upload", status=status)
+    return update

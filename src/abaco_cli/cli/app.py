@@ -25,6 +25,7 @@ from abaco_cli.cli import (
     kpi,
     migrate,
     prune,
+    upload,
 )
 from abaco_cli.cli.common import AppState
 from abaco_cli.cli.console import setup_logging
@@ -185,6 +186,7 @@ app.add_typer(audit.app, name="audit")
 app.command("prune")(prune.prune_command)
 app.command("healthcheck")(health.healthcheck_command)
 app.command("migrate-tree")(migrate.migrate_tree_command)
+app.add_typer(upload.app, name="upload")
 
 
 def _version(value: bool) -> None:
