@@ -16,7 +16,7 @@ from abaco_cli.cli.params import complete_each, metavar
 from abaco_cli.datasets import REGISTRY
 from abaco_cli.datasets.states import month_ends_between
 from abaco_cli.dates import check_as_of, parse_date
-from abaco_cli.errors import UsageError
+from abaco_cli.errors import ExitCode, UploadPendingError, UsageError
 from abaco_cli.services.exporting import (
     ExportEvent,
     ExportPlan,
@@ -24,6 +24,7 @@ from abaco_cli.services.exporting import (
     export_datasets,
     plan_export,
 )
+from abaco_cli.services.upload_state import destination_key
 from abaco_cli.settings import Settings
 from abaco_cli.writers.registry import WRITERS, parse_formats
 
@@ -101,6 +102,17 @@ DryRun = Annotated[
 AsJson = Annotated[
     bool, typer.Option("--json", help="Print one JSON object describing the run on stdout.")
 ]
+Dest = Annotated[
+    str | None,
+    typer.Option(
+        "--dest",
+        help="Then upload the runs published to this destination: gs://bucket/prefix, "
+        "s3://bucket/prefix, file:///path or a folder. Default: upload.destination "
+        "(ABACO_UPLOAD__DESTINATION); unset: no upload. An upload that does not finish leaves "
+        "the run published and pending (exit 5); `abaco upload` finishes it.",
+        show_default=False,
+    ),
+]
 
 
 def as_of_dates(
@@ -141,6 +153,12 @@ def with_series_months(settings: Settings, months: int | None) -> Settings:
     return settings.model_copy(
         update={"kpi": settings.kpi.model_copy(update={"series_months": months})}
     )
+
+
+def upload_payload(results: list[ExportResult]) -> dict[str, Any]:
+    """The --json description of the upload, when the run had a destination."""
+    outcome = next((r.upload for r in results if r.upload is not None), None)
+    return {"upload": outcome.to_json()} if outcome is not None else {}
 
 
 def result_payload(result: ExportResult, exports_root: str) -> dict[str, Any]:
@@ -309,8 +327,10 @@ def run_export(
     replace_formats: bool = False,
     dry_run: bool = False,
     as_json: bool = False,
+    dest: str | None = None,
 ) -> None:
-    """Parse the options, export (or plan) every dataset for every as-of date, render."""
+    """Parse the options, export (or plan) every dataset for every as-of date, upload them
+    when there is a destination, render."""
     app_state = state(ctx)
     backfill = start is not None or end is not None
     no_trend = backfill and months is None and "kpi" in datasets
@@ -322,25 +342,48 @@ def run_export(
             "backfill: kpi/series is not exported for each month-end (--months N to have it)"
         )
     chosen = parse_formats(formats if formats is not None else settings.default_formats)
+    target = dest if dest is not None else settings.upload.destination
     if dry_run:
         _print_plan(settings, datasets, dates, chosen, as_json, replace_formats)
+        if target is not None and not as_json:
+            console.info(f"then the runs would be uploaded to {destination_key(target)}")
         return
     run = app_state.run(f"export {'all' if len(datasets) > 1 else datasets[0]}", settings)
+    pending: UploadPendingError | None = None
     with console.progress_bar(len(dates) if len(dates) > 1 else None) as bar:
-        results = export_datasets(
-            run,
-            datasets,
-            dates,
-            chosen,
-            replace_formats=replace_formats,
-            progress=_ProgressRenderer(bar),
-        )
+        try:
+            results = export_datasets(
+                run,
+                datasets,
+                dates,
+                chosen,
+                replace_formats=replace_formats,
+                progress=_ProgressRenderer(bar),
+                upload_to=target,
+                upload_progress=console.info,
+            )
+        except UploadPendingError as exc:  # exported and published; the upload is pending
+            results, pending = list(exc.results), exc
+    _render_results(settings, results, datasets, dates, as_json)
+    if pending is not None:
+        console.error(pending)
+        raise typer.Exit(int(ExitCode.UPLOAD_PENDING))
+
+
+def _render_results(
+    settings: Settings,
+    results: list[ExportResult],
+    datasets: list[str],
+    dates: list[date],
+    as_json: bool,
+) -> None:
     exports_root = str(settings.exports_dir)
     if as_json:
         if len(datasets) == 1 and len(dates) == 1:
-            console.emit_json(result_payload(results[0], exports_root))
+            payload = result_payload(results[0], exports_root)
         else:
-            console.emit_json(run_payload(results, datasets, dates, exports_root))
+            payload = run_payload(results, datasets, dates, exports_root)
+        console.emit_json(payload | upload_payload(results))
         return
     title = (
         f"{results[0].dataset} as of {dates[0]}: run {results[0].run_id}"
@@ -364,6 +407,13 @@ def run_export(
     )
     for result in results:
         console.info(f"manifest: {result.manifest_path}")
+    outcome = next((r.upload for r in results if r.upload is not None), None)
+    if outcome is not None and not outcome.pending:
+        sent = sum(r.files for r in outcome.runs)
+        there = sum(r.skipped for r in outcome.runs)
+        console.info(
+            f"uploaded to {outcome.destination}: {sent} file(s) sent, {there} already there"
+        )
 
 
 def _register(name: str, help_text: str) -> None:
@@ -381,6 +431,7 @@ def _register(name: str, help_text: str) -> None:
             replace_formats: ReplaceFormats = False,
             dry_run: DryRun = False,
             as_json: AsJson = False,
+            dest: Dest = None,
         ) -> None:
             run_export(
                 ctx,
@@ -394,6 +445,7 @@ def _register(name: str, help_text: str) -> None:
                 replace_formats=replace_formats,
                 dry_run=dry_run,
                 as_json=as_json,
+                dest=dest,
             )
 
         return
@@ -409,6 +461,7 @@ def _register(name: str, help_text: str) -> None:
         replace_formats: ReplaceFormats = False,
         dry_run: DryRun = False,
         as_json: AsJson = False,
+        dest: Dest = None,
     ) -> None:
         run_export(
             ctx,
@@ -421,6 +474,7 @@ def _register(name: str, help_text: str) -> None:
             replace_formats=replace_formats,
             dry_run=dry_run,
             as_json=as_json,
+            dest=dest,
         )
 
 
@@ -445,6 +499,7 @@ def export_all(
     replace_formats: ReplaceFormats = False,
     dry_run: DryRun = False,
     as_json: AsJson = False,
+    dest: Dest = None,
 ) -> None:
     run_export(
         ctx,
@@ -458,4 +513,5 @@ def export_all(
         replace_formats=replace_formats,
         dry_run=dry_run,
         as_json=as_json,
+        dest=dest,
     )

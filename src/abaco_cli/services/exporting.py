@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
@@ -24,7 +24,7 @@ from abaco_cli import __version__, metrics
 from abaco_cli.datasets import get_dataset
 from abaco_cli.datasets.base import DatasetSpec
 from abaco_cli.db.connect import Connection, source_identity, with_retries
-from abaco_cli.errors import AbacoError, WriteError
+from abaco_cli.errors import AbacoError, UploadPendingError, WriteError
 from abaco_cli.quality import QualityReport, run_checks
 from abaco_cli.runtime import files, journal
 from abaco_cli.runtime.inventory import read_run
@@ -44,7 +44,9 @@ from abaco_cli.services.staging import (
     planned_files,
     stage_date,
 )
+from abaco_cli.services.uploading import UploadOutcome, pending_message, upload_published
 from abaco_cli.settings import Settings
+from abaco_cli.storage import Destination, open_destination
 from abaco_cli.writers.base import FileContext
 
 __all__ = [
@@ -82,6 +84,7 @@ class ExportResult:
     files: list[ManifestFile] = field(default_factory=list)
     started_at: str = ""
     finished_at: str = ""
+    upload: UploadOutcome | None = None  # with a destination: how the upload of the run ended
 
 
 def plan_export(
@@ -130,16 +133,23 @@ def export_datasets(
     *,
     replace_formats: bool = False,
     progress: ProgressCallback | None = None,
+    upload_to: str | None = None,
+    upload_progress: Callable[[str], None] | None = None,
 ) -> list[ExportResult]:
     """Export every dataset for every as-of date, one snapshot per date, one run id.
 
     The audit log gets START before anything else happens and COMPLETE or FAIL at the end
-    (on Ctrl-C and SIGTERM too); the metrics file is updated after every run.
+    (on Ctrl-C and SIGTERM too); the metrics file is updated after every run. With
+    ``upload_to`` (a destination URL) the runs it published are then uploaded there; when that
+    does not finish, they stay published and pending, and UploadPendingError (exit 5) is raised
+    with the results.
     """
     specs = [get_dataset(name) for name in dict.fromkeys(datasets)]
+    target = open_destination(upload_to, run.settings) if upload_to else None  # checked first
     clock = time.monotonic()
     results: list[ExportResult] = []
     succeeded = False
+    outcome: UploadOutcome | None = None
     try:
         with run.audited(
             arguments={
@@ -147,15 +157,45 @@ def export_datasets(
                 "as_of_dates": [d.isoformat() for d in as_of_dates],
                 "formats": list(formats),
                 "replace_formats": replace_formats,
+                **({"destination": target.url} if target is not None else {}),
             },
             datasets=[s.name for s in specs],
             as_of_dates=[d.isoformat() for d in as_of_dates],
         ):
             _export(run, specs, as_of_dates, formats, replace_formats, progress, results)
+            if target is not None:
+                outcome = _upload(run, results, target, upload_progress)
         succeeded = True
     finally:
         run.metrics(_export_metrics(run.settings, specs, results, clock, succeeded))
+        if target is not None:
+            target.close()
+    if outcome is not None and outcome.pending:
+        raise UploadPendingError(pending_message(outcome), results=results)
     return results
+
+
+def _upload(
+    run: Run,
+    results: list[ExportResult],
+    target: Destination,
+    progress: Callable[[str], None] | None,
+) -> UploadOutcome:
+    """Upload what the run published; the export's end record says how it went (and FAIL
+    with exit code 5 when it did not finish: the files stay published)."""
+    outcome = upload_published(run, [(r.dataset, r.as_of) for r in results], target, progress)
+    for result in results:
+        result.upload = outcome
+    if run.audit is not None:
+        run.audit.details["upload"] = {
+            "destination": outcome.destination,
+            "status": outcome.status,
+            "error": outcome.error,
+        }
+        if outcome.pending:
+            run.audit.exit_code = int(UploadPendingError.exit_code)
+            run.audit.error = {"type": "UploadPendingError", "message": pending_message(outcome)}
+    return outcome
 
 
 def export_dataset(
