@@ -38,6 +38,14 @@ def prune_command(
             show_default=False,
         ),
     ] = None,
+    include_not_uploaded: Annotated[
+        bool,
+        typer.Option(
+            "--include-not-uploaded",
+            help="With a destination configured (upload.destination), also remove runs not "
+            "uploaded there yet (by default they are kept: they may exist nowhere else).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Remove whole runs (files and manifest) older than the retention; never the newest."""
@@ -49,6 +57,7 @@ def prune_command(
         keep_last=keep_last,
         dry_run=dry_run,
         on_wait=lambda holder: console.info(f"waiting for {holder}"),
+        include_not_uploaded=include_not_uploaded,
     )
     if as_json:
         console.emit_json(result.to_json())

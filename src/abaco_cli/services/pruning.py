@@ -7,7 +7,9 @@ manifest cannot be trusted (unreadable, no date or time, or naming any path that
 file of its own dataset and date: ``bad_path``), a file some remaining manifest still names, a
 file no manifest names (listed as unknown), anything reached through a symbolic link, and
 ``.gitkeep``. Every deletion goes through runtime/files.py, which refuses any path outside the
-tree's data places.
+tree's data places. With an upload destination configured (``upload.destination``), a run not
+recorded as uploaded there is kept too ("not uploaded to <dest> yet"), unless
+``include_not_uploaded``: it may exist nowhere else.
 
 Crash safety, "mark first": the manifest is first renamed to a hidden marker
 (``_manifests/.<name>.manifest.json.pruning``, one atomic rename), then the files go, then the
@@ -18,6 +20,7 @@ marker as an interrupted prune rather than missing files, and the next prune fin
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import time
@@ -43,9 +46,17 @@ from abaco_cli.runtime.inventory import (
 )
 from abaco_cli.runtime.tree import Place, RuntimeTree
 from abaco_cli.services.run import Run, iso
+from abaco_cli.services.upload_state import (
+    DestinationState,
+    destination_key,
+    pending_runs,
+    read_state,
+)
 from abaco_cli.settings import Settings
 
 KEEP = ".gitkeep"
+log = logging.getLogger("abaco.prune")
+UploadGuard = Callable[[ExportedRun], str | None]  # why a run must stay (not uploaded), or None
 
 
 @dataclass
@@ -179,6 +190,7 @@ def _judge(
     retention: timedelta,
     keep_last: int,
     now: datetime,
+    guard: UploadGuard | None = None,
 ) -> tuple[list[tuple[ExportedRun, str]], list[KeptRun]]:
     """Which runs go (with the reason) and which stay (with the reason)."""
     successful = sorted(
@@ -207,6 +219,8 @@ def _judge(
             keep("latest.json points at it")
         elif run.finished_at is None:
             keep("its manifest records no finish time (file times are never used)")
+        elif now - run.finished_at > retention and (held := guard and guard(run)):
+            keep(held)
         elif now - run.finished_at > retention:
             age = now - run.finished_at
             going.append(
@@ -343,6 +357,7 @@ def _prune_dataset(
     result: PruneResult,
     *,
     dry_run: bool,
+    guard: UploadGuard | None = None,
 ) -> None:
     dataset = folder.name
     runs = exported_runs(tree, dataset)
@@ -358,7 +373,7 @@ def _prune_dataset(
             if not r.marked
         ]
     else:
-        going, kept = _judge(tree, dataset, runs, retention, keep_last, now)
+        going, kept = _judge(tree, dataset, runs, retention, keep_last, now, guard)
         result.kept += kept
     leaving = {id(run) for run, _ in going}
     staying = {f.path for r in runs if id(r) not in leaving for f in r.files}
@@ -379,8 +394,10 @@ def prune(
     dry_run: bool = False,
     now: datetime | None = None,
     on_wait: Callable[[str], None] | None = None,
+    include_not_uploaded: bool = False,
 ) -> PruneResult:
-    """Remove (or with ``dry_run`` list) every run older than its dataset's retention."""
+    """Remove (or with ``dry_run`` list) every run older than its dataset's retention (with a
+    destination configured, only runs uploaded there, unless ``include_not_uploaded``)."""
     settings, tree = run.settings, run.tree
     keep = keep_last if keep_last is not None else settings.prune.keep_last
     if keep < 1:
@@ -412,10 +429,18 @@ def prune(
         for path in linked_folders(tree)
         if path.startswith("exports/") and (dataset is None or path == f"exports/{dataset}")
     ]
+    guards = _upload_guards(settings, tree, folders, include_not_uploaded)
     if dry_run:
         for folder in folders:
             _prune_dataset(
-                tree, folder, retentions.get(folder.name), keep, moment, result, dry_run=True
+                tree,
+                folder,
+                retentions.get(folder.name),
+                keep,
+                moment,
+                result,
+                dry_run=True,
+                guard=guards.get(folder.name),
             )
         return result
     result.run_id = run.run_id
@@ -426,11 +451,12 @@ def prune(
                 "retention": format_duration(retention) if retention else None,
                 "dataset": dataset,
                 "keep_last": keep,
+                "include_not_uploaded": include_not_uploaded,
             },
             datasets=[f.name for f in folders],
             reads_source=False,
         ) as audit:
-            _prune_locked(run, folders, retentions, keep, moment, result, on_wait)
+            _prune_locked(run, folders, retentions, keep, moment, result, on_wait, guards)
             _describe(audit, result)
         succeeded = not result.locked
     finally:
@@ -438,7 +464,48 @@ def prune(
         for item in result.removed:
             deleted[item.dataset] = deleted.get(item.dataset, 0) + 1
         run.metrics(metrics.prune_update(time.time(), deleted, result.bytes, success=succeeded))
+        if settings.upload.destination is not None and result.removed:
+            run.metrics(_pending_gauges(settings, tree, sorted(deleted)))
     return result
+
+
+def _upload_guards(
+    settings: Settings, tree: RuntimeTree, folders: list[Path], include_not_uploaded: bool
+) -> dict[str, UploadGuard]:
+    """Per dataset: why a run must stay because it is not uploaded to the configured
+    destination yet (none without a destination, or with ``include_not_uploaded``)."""
+    url = settings.upload.destination
+    if url is None or include_not_uploaded:
+        return {}
+    key = destination_key(url)
+    guards: dict[str, UploadGuard] = {}
+    for folder in folders:
+        state = read_state(tree, folder.name)
+        if state.problem:
+            log.warning("%s: every run counts as not uploaded", state.problem)
+        dest = state.at(key)
+
+        def guard(run: ExportedRun, dest: DestinationState = dest) -> str | None:
+            if dest.uploaded(run):
+                return None
+            return f"not uploaded to {key} yet (--include-not-uploaded removes it anyway)"
+
+        guards[folder.name] = guard
+    return guards
+
+
+def _pending_gauges(
+    settings: Settings, tree: RuntimeTree, datasets: list[str]
+) -> metrics.MetricsUpdate:
+    """What is pending upload once runs are gone (a run pruned with --include-not-uploaded is
+    pending no more)."""
+    key = destination_key(settings.upload.destination or "")
+    gauges = []
+    for name in datasets:
+        left = pending_runs(tree, name, read_state(tree, name).at(key))
+        oldest = min((r.manifest.finished_at for r in left if r.manifest), default=None)
+        gauges.append(metrics.UploadGauge(name, len(left), oldest.timestamp() if oldest else None))
+    return metrics.upload_update(gauges)
 
 
 def _prune_locked(
@@ -449,6 +516,7 @@ def _prune_locked(
     moment: datetime,
     result: PruneResult,
     on_wait: Callable[[str], None] | None,
+    guards: dict[str, UploadGuard],
 ) -> None:
     """One dataset at a time under its lock (an interrupted publish is finished first); a
     dataset another run holds is skipped."""
@@ -463,6 +531,7 @@ def _prune_locked(
                     moment,
                     result,
                     dry_run=False,
+                    guard=guards.get(folder.name),
                 )
                 refresh_latest(run.tree, folder.name, run.run_id)
         except LockedError as exc:
