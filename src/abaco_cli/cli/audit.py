@@ -123,11 +123,32 @@ def verify_command(
             "(audit.sink = postgres): missing, extra and different records are problems.",
         ),
     ] = False,
+    remote: Annotated[
+        bool,
+        typer.Option(
+            "--remote",
+            help="Also check every run recorded as uploaded against the destination: each "
+            "object's size (and md5 or sha256 where the store gives one), its manifest there "
+            "and equal to the local one, the remote pointer naming a manifest that exists.",
+        ),
+    ] = False,
+    dest: Annotated[
+        str | None,
+        typer.Option(
+            "--dest",
+            help="The destination for --remote (default: upload.destination).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Recompute the hash chain, re-hash every exported file, tie every manifest to the audit
     trail; exit 1 on any problem."""
-    result = verify_audit(state(ctx).settings(), against_sink=against_sink)
+    if dest is not None and not remote:
+        raise UsageError("--dest goes with --remote")
+    result = verify_audit(
+        state(ctx).settings(), against_sink=against_sink, remote=remote, destination=dest
+    )
     if as_json:
         console.emit_json(result.to_json())
     else:
@@ -139,9 +160,14 @@ def verify_command(
                 if result.sink_rows is not None
                 else ""
             )
+            far = (
+                f"; the {result.remote_objects} uploaded objects in {result.destination} match"
+                if result.remote_objects is not None
+                else ""
+            )
             console.info(
                 f"audit trail intact: {result.records} records in {result.log_path}; "
-                f"{result.files_checked} files of {result.manifests} manifests match{sink}"
+                f"{result.files_checked} files of {result.manifests} manifests match{sink}{far}"
             )
         else:
             console.stderr.print(

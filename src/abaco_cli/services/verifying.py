@@ -3,8 +3,13 @@
 Checked: the hash chain and its head (audit/chain.py); every file a live manifest names
 (present, not a link, its size and sha256 as the manifest says); every live manifest against
 the audit trail (its run has a COMPLETE, FAIL, RECOVER or RESTORE record listing that dataset
-and date, with the same sha256 for each file); the latest pointers; and, with
-``against_sink``, this host's chain against the rows the PostgreSQL sink holds for it.
+and date, with the same sha256 for each file); the latest pointers; with
+``against_sink``, this host's chain against the rows the PostgreSQL sink holds for it; and with
+``remote``, every run recorded as uploaded against the destination: each object there with the
+size (and md5 or sha256, where the store gives one) its manifest says (``remote_missing``,
+``remote_modified``), the run's remote manifest there and equal to the local one
+(``remote_manifest_missing``, ``remote_modified``), the remote pointer naming a manifest that
+exists (``remote_dangling_latest``).
 
 Notes, not problems: a publish that was interrupted (its journal; the next run of the dataset
 finishes it), a prune that was interrupted, a manifest older than the log's first record (an
@@ -13,6 +18,7 @@ archived log, a new VM), a run dated after yesterday (--allow-future).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -26,14 +32,32 @@ from abaco_cli.audit.actor import host_id
 from abaco_cli.audit.chain import check_chain, first_seq
 from abaco_cli.audit.recorder import audit_log, sink_conninfo
 from abaco_cli.dates import last_complete_day
-from abaco_cli.errors import LockedError, UnsafePathError
+from abaco_cli.errors import AbacoError, LockedError, UnsafePathError
 from abaco_cli.redaction import Redactor
 from abaco_cli.runtime import files, journal
 from abaco_cli.runtime.inventory import ExportedRun, dataset_dirs, exported_runs, read_pointer
 from abaco_cli.runtime.lock import dataset_lock
 from abaco_cli.runtime.manifest import ManifestFile, parse_time
 from abaco_cli.runtime.tree import Place, RuntimeTree
+from abaco_cli.services.upload_state import (
+    data_name,
+    local_runs,
+    manifest_name,
+    manifests_prefix,
+    pointer_name,
+    read_state,
+)
+from abaco_cli.services.uploading import local_digests, record_found
 from abaco_cli.settings import Settings
+from abaco_cli.storage import (
+    ChecksumMismatch,
+    Destination,
+    ObjectInfo,
+    ObjectNotFound,
+    StorageError,
+    check_name,
+    open_destination,
+)
 
 RECORDING_EVENTS = ("COMPLETE", "FAIL", "RECOVER", "RESTORE", "MIGRATE")
 
@@ -57,6 +81,8 @@ class VerifyResult:
     manifests: int = 0
     files_checked: int = 0
     sink_rows: int | None = None  # with --against-sink: the sink's rows compared
+    remote_objects: int | None = None  # with --remote: the objects compared
+    destination: str | None = None  # with --remote: where (credential-free)
     problems: list[Finding] = field(default_factory=list)
     notes: list[Finding] = field(default_factory=list)
 
@@ -72,6 +98,8 @@ class VerifyResult:
             "manifests": self.manifests,
             "files_checked": self.files_checked,
             "sink_rows": self.sink_rows,
+            "destination": self.destination,
+            "remote_objects": self.remote_objects,
             "problems": [p.to_json() for p in self.problems],
             "notes": [n.to_json() for n in self.notes],
         }
@@ -349,6 +377,8 @@ def verify_audit(
     settings: Settings,
     *,
     against_sink: bool = False,
+    remote: bool = False,
+    destination: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> VerifyResult:
     """Recompute the whole chain; re-hash every file still present against its manifest; tie
@@ -400,7 +430,159 @@ def verify_audit(
     result.problems += pending_publishes(tree)[1]
     if against_sink:
         compare_with_sink(settings, trail, result)
+    if remote:
+        compare_with_remote(settings, destination or settings.upload.destination, result)
     return result
+
+
+# --------------------------------------------------------------------------------- --remote
+
+
+def compare_with_remote(settings: Settings, url: str | None, result: VerifyResult) -> None:
+    """Every run recorded as uploaded, against the destination (module docstring)."""
+    if url is None:
+        result.problems.append(
+            Finding(
+                "no_destination",
+                "upload.destination",
+                "--remote needs a destination: upload.destination or --dest",
+            )
+        )
+        return
+    target = open_destination(url, settings)
+    result.destination, result.remote_objects = target.url, 0
+    tree = RuntimeTree.at(settings.runtime_dir)
+    try:
+        for folder in dataset_dirs(tree):
+            _check_remote_dataset(tree, target, folder.name, result)
+    except StorageError as exc:
+        result.problems.append(
+            Finding("remote_unreachable", target.url, f"cannot read {target.url}: {exc.message}")
+        )
+    finally:
+        target.close()
+
+
+def _check_remote_dataset(
+    tree: RuntimeTree, target: Destination, dataset: str, result: VerifyResult
+) -> None:
+    state = read_state(tree, dataset)
+    runs = local_runs(tree, dataset)
+    dest = state.at(target.url)
+    if state.problem:
+        result.notes.append(
+            Finding(
+                "upload_state_rebuilt",
+                str(tree.upload_state_path(dataset)),
+                f"{state.problem}: the runs whose manifest is in {target.url} count as uploaded "
+                "here (the next `abaco upload` rebuilds the file)",
+            )
+        )
+        record_found(tree, target, dataset, dest, runs)
+    uploaded = [run for run in runs if dest.uploaded(run)]
+    for run in uploaded:
+        result.problems += _check_remote_run(tree, target, run, result)
+    _check_remote_pointer(target, dataset, bool(uploaded), result)
+
+
+def _check_remote_run(
+    tree: RuntimeTree, target: Destination, run: ExportedRun, result: VerifyResult
+) -> list[Finding]:
+    manifest = run.manifest
+    assert manifest is not None
+    problems: list[Finding] = []
+    for entry in manifest.files:
+        name = data_name(entry.path)
+        result.remote_objects = (result.remote_objects or 0) + 1
+        info = target.head(name)
+        label = f"{target.url}/{name} (run {manifest.run_id})"
+        if info is None:
+            problems.append(Finding("remote_missing", name, f"{label} is missing"))
+            continue
+        why = _remote_difference(tree, run, entry, info)
+        if why is not None:
+            problems.append(Finding("remote_modified", name, f"{label} {why}"))
+    name = manifest_name(run.dataset, manifest.as_of_date, manifest.run_id)
+    try:
+        there, _ = target.get_bytes(name)
+    except ObjectNotFound:
+        return [
+            *problems,
+            Finding(
+                "remote_manifest_missing",
+                name,
+                f"{target.url}/{name} is missing, yet the run is recorded as uploaded",
+            ),
+        ]
+    except ChecksumMismatch as exc:
+        return [*problems, Finding("remote_modified", name, exc.message)]
+    try:
+        local = files.read_text(tree, run.manifest_path, Place.MANIFEST).encode("utf-8")
+    except (OSError, UnsafePathError):
+        local = None
+    if local is not None and there != local:
+        problems.append(
+            Finding(
+                "remote_modified",
+                name,
+                f"{target.url}/{name} differs from the local manifest of run {manifest.run_id}",
+            )
+        )
+    return problems
+
+
+def _remote_difference(
+    tree: RuntimeTree, run: ExportedRun, entry: ManifestFile, info: ObjectInfo
+) -> str | None:
+    """Why a remote object is not the manifest's file, or None."""
+    if info.size != entry.bytes:
+        return f"has {info.size} bytes, not the {entry.bytes} of its manifest"
+    if info.sha256 is not None:
+        return None if info.sha256 == entry.sha256 else "has another sha256 than its manifest"
+    if info.md5 is None:
+        return None  # the store vouches for no digest: the size is all it can say
+    try:
+        path = tree.data_file(entry.path, run.dataset, run.as_of)
+        _, md5, sha = local_digests(tree, path)
+    except (AbacoError, OSError):
+        return None  # the local file is the local check's concern
+    if sha != entry.sha256:
+        return None
+    return None if md5 == info.md5 else "has another md5 than the local file of its manifest"
+
+
+def _check_remote_pointer(
+    target: Destination, dataset: str, any_uploaded: bool, result: VerifyResult
+) -> None:
+    name = pointer_name(dataset)
+    try:
+        data, _ = target.get_bytes(name)
+    except ObjectNotFound:
+        if any_uploaded:
+            result.notes.append(
+                Finding("no_remote_latest", name, f"{target.url}/{name} does not exist yet")
+            )
+        return
+    except ChecksumMismatch:
+        data = b""
+    manifest = None
+    try:
+        body = json.loads(data)
+        if isinstance(body, dict) and isinstance(body.get("manifest"), str):
+            manifest = check_name(body["manifest"])
+    except (ValueError, StorageError):
+        manifest = None
+    known = manifest is not None and manifest.startswith(manifests_prefix(dataset))
+    if known and manifest is not None and target.head(manifest) is not None:
+        return
+    result.problems.append(
+        Finding(
+            "remote_dangling_latest",
+            name,
+            f"{target.url}/{name} points at a manifest that does not exist"
+            + (f" ({manifest})" if manifest else " (it names none)"),
+        )
+    )
 
 
 def compare_with_sink(settings: Settings, trail: Trail, result: VerifyResult) -> None:
