@@ -34,6 +34,7 @@ from abaco_cli.runtime.inventory import dataset_dirs, exported_runs, linked_fold
 from abaco_cli.runtime.lock import probe_locks
 from abaco_cli.runtime.tree import RuntimeTree
 from abaco_cli.services.run import iso, utc_now
+from abaco_cli.services.upload_state import dataset_status, destination_key
 from abaco_cli.services.verifying import (
     VerifyResult,
     check_dataset,
@@ -45,6 +46,7 @@ from abaco_cli.settings import Settings
 
 CHECKS = (
     "config", "db", "contract", "freshness", "dq", "runtime", "disk", "audit", "sink", "locks",
+    "upload",
 )  # fmt: skip
 
 
@@ -460,6 +462,45 @@ def _locks(ctx: _Context) -> Check:
     return Check("locks", State.OK, f"no stale lock; {summary}", {"held": probe.held})
 
 
+def _upload(ctx: _Context) -> Check:
+    """Runs waiting for their upload: WARNING past upload.pending_warning_minutes, CRITICAL
+    past upload.pending_critical_minutes (from the local tree and the upload state alone)."""
+    upload = ctx.settings.upload
+    if upload.destination is None:
+        return Check("upload", State.OK, "no destination configured (uploads are off)")
+    key = destination_key(upload.destination)
+    worst = State.OK
+    parts: list[str] = []
+    details: dict[str, Any] = {"destination": key}
+    for folder in dataset_dirs(ctx.tree):
+        status = dataset_status(ctx.tree, folder.name, key)
+        lag = status.lag_seconds(ctx.now)
+        details[folder.name] = status.to_json(ctx.now)
+        if status.problem:
+            worst = max(worst, State.WARNING, key=lambda s: _RANK[s])
+            parts.append(f"{folder.name}: {status.problem} (the next `abaco upload` rebuilds it)")
+            continue
+        if lag is None:
+            continue
+        minutes = lag / 60
+        if minutes > upload.pending_critical_minutes:
+            state = State.CRITICAL
+        elif minutes > upload.pending_warning_minutes:
+            state = State.WARNING
+        else:
+            state = State.OK
+        worst = max(worst, state, key=lambda s: _RANK[s])
+        parts.append(
+            f"{folder.name}: {len(status.pending)} run(s) pending, the oldest exported "
+            f"{minutes:.0f} min ago"
+        )
+    if not parts:
+        return Check("upload", State.OK, f"nothing pending upload to {key}", details)
+    limits = f"(limits {upload.pending_warning_minutes}/{upload.pending_critical_minutes} min)"
+    hint = "; `abaco upload status` (runbooks/upload-pending.md)" if worst != State.OK else ""
+    return Check("upload", worst, f"{'; '.join(parts)} {limits}{hint}", details)
+
+
 _RUNNERS: dict[str, Callable[[_Context], Check]] = {
     "config": _config,
     "db": _db,
@@ -471,6 +512,7 @@ _RUNNERS: dict[str, Callable[[_Context], Check]] = {
     "audit": _audit,
     "sink": _sink,
     "locks": _locks,
+    "upload": _upload,
 }
 
 
