@@ -16,6 +16,7 @@ from abaco_cli.errors import UsageError
 from abaco_cli.services.demo import (
     DEMO_RUNTIME_DIR,
     DEMO_THROUGH,
+    check_demo_destination,
     check_demo_tree,
     demo_settings,
     run_demo,
@@ -44,6 +45,16 @@ def demo_command(
             help="Leave the server running; print its DSN and the command that stops it.",
         ),
     ] = False,
+    dest: Annotated[
+        str | None,
+        typer.Option(
+            "--dest",
+            help="Also upload the runs to this local folder, laid out as a bucket would be "
+            "(exports/..., _control/manifests/..., _control/latest/...): no cloud account "
+            "needed.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Start a private PostgreSQL, seed a synthetic portfolio, export, show what was written.
 
@@ -64,6 +75,8 @@ def demo_command(
     others = {k: v for k, v in app_state.overrides.items() if k != "runtime_dir"}
     configured = AppState(app_state.config_file, others, app_state.debug).settings()
     check_demo_tree(chosen)  # before anything is said or started
+    if dest is not None:
+        check_demo_destination(dest)
     where = Path(os.path.realpath(chosen))
     if (
         "runtime_dir" in configured.model_fields_set
@@ -83,6 +96,7 @@ def demo_command(
             keep=keep,
             step=console.info,
             progress=_ProgressRenderer(bar),
+            dest=dest,
         )
     rows = [
         (f"{result.runtime_dir}/exports/{f.path}", f.format, f"{f.rows:,}", human_bytes(f.bytes))
@@ -94,6 +108,12 @@ def demo_command(
         ["file", "format", "rows", "size"],
         rows,
     )
+    if result.destination is not None:
+        console.table(
+            f"demo: uploaded to {result.destination} (the layout of a bucket)",
+            ["object", "size"],
+            [(f"{result.destination}/{name}", human_bytes(size)) for name, size in result.remote],
+        )
     console.info(f"the demo's tree is kept in {result.runtime_dir} (remove it when done)")
     if result.dsn:
         console.info("the server is still running; use it with:")

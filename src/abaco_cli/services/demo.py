@@ -27,7 +27,8 @@ from abaco_cli.runtime.tree import RuntimeTree
 from abaco_cli.services.database import init_database, seed_database
 from abaco_cli.services.exporting import ExportResult, ProgressCallback, export_datasets
 from abaco_cli.services.run import Run
-from abaco_cli.settings import AuditSettings, MetricsSettings, Settings
+from abaco_cli.settings import AuditSettings, MetricsSettings, Settings, UploadSettings
+from abaco_cli.storage import open_destination, parse_destination
 
 DEMO_THROUGH = date(2025, 12, 31)
 DEMO_DATABASE = "abaco_demo"
@@ -42,6 +43,8 @@ class DemoResult:
     runtime_dir: Path
     exports: list[ExportResult] = field(default_factory=list)
     stop_command: str | None = None  # with keep: the shell command that stops and removes it
+    destination: str | None = None  # --dest: the folder the runs were uploaded to
+    remote: list[tuple[str, int]] = field(default_factory=list)  # what it holds: name, bytes
 
 
 def stop_command(cluster: LocalCluster) -> str:
@@ -61,15 +64,33 @@ def stop_command(cluster: LocalCluster) -> str:
 
 def demo_settings(settings: Settings, runtime_dir: Path) -> Settings:
     """The demo's settings: the configured figures' policies, but its own tree, audit log and
-    metrics (never production's), and no database until its server is up."""
+    metrics (never production's), no upload destination (only its own --dest), and no
+    database until its server is up."""
     return settings.model_copy(
         update={
             "runtime_dir": runtime_dir,
             "database_url": None,
             "audit": AuditSettings(),
             "metrics": MetricsSettings(),
+            "upload": UploadSettings(),
         }
     )
+
+
+def check_demo_destination(dest: str) -> str:
+    """The demo uploads to a local folder only (no cloud account needed, none ever used);
+    the folder's absolute path, or UsageError."""
+    try:
+        parsed = parse_destination(dest)
+    except ValueError as exc:
+        raise UsageError(f"--dest: {exc}") from None
+    if parsed.scheme != "file":
+        raise UsageError(
+            f"--dest {parsed.display}: the demo uploads to a local folder only",
+            hint="Give a folder, e.g. `abaco demo --dest ./abaco_landing`; a bucket is for "
+            "`abaco export ... --dest` and `abaco upload`.",
+        )
+    return parsed.display
 
 
 def is_demo_source(source: dict[str, str] | object) -> bool:
@@ -113,16 +134,18 @@ def run_demo(
     keep: bool = False,
     step: Callable[[str], None] | None = None,
     progress: ProgressCallback | None = None,
+    dest: str | None = None,
 ) -> DemoResult:
     """Start a throwaway cluster, seed it, export every dataset into ``settings.runtime_dir``
-    (the demo's own, see demo_settings); stop the cluster unless ``keep`` (and always when the
-    demo fails)."""
+    (the demo's own, see demo_settings), upload the runs to the folder ``dest`` when given;
+    stop the cluster unless ``keep`` (and always when the demo fails)."""
 
     def say(message: str) -> None:
         if step is not None:
             step(message)
 
     check_demo_tree(settings.runtime_dir)
+    folder = check_demo_destination(dest) if dest is not None else None
     cluster = LocalCluster(database=DEMO_DATABASE, keep=keep)
     say("starting a private PostgreSQL server")
     cluster.start()
@@ -148,9 +171,23 @@ def run_demo(
             [as_of],
             local.default_formats,
             progress=progress,
+            upload_to=folder,
+            upload_progress=step,
         )
+        if folder is not None:
+            result.destination = folder
+            result.remote = remote_listing(local, folder)
     except BaseException:
         cluster.destroy()  # a failed demo never leaves a server behind, --keep or not
         raise
     cluster.stop()  # with keep: the server stays up and the caller prints its DSN
     return result
+
+
+def remote_listing(settings: Settings, folder: str) -> list[tuple[str, int]]:
+    """Every object of a folder destination (name and size): the remote layout."""
+    target = open_destination(folder, settings)
+    try:
+        return [(info.name, info.size) for info in target.list()]
+    finally:
+        target.close()
