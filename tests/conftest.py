@@ -159,3 +159,68 @@ def read_parquet_export(path: Path) -> pa.Table:
 def invoke(runner: CliRunner, *args: str) -> Any:
     """Run the real app in-process; stdout and stderr are kept apart."""
     return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+# ------------------------------------------------------------------- destinations (storage)
+# The same servers as tests/test_storage.py starts for itself (that module's own fixtures of
+# these names take precedence there): moto's S3 and gcp-storage-emulator on free local ports,
+# each with the bucket CLOUD_BUCKET; cloud_env gives fake AWS credentials that must never show.
+
+CLOUD_BUCKET = "abaco-storage-test"
+FAKE_AWS_KEY_ID = "AKIAFAKE0UPLOAD00KEY"
+FAKE_AWS_SECRET = "SECRETFAKE0upload0secret0never0shown000"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's S3 server on a free local port, with CLOUD_BUCKET."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    admin = boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="admin",
+        aws_secret_access_key="admin",  # moto accepts any key
+    )
+    admin.create_bucket(Bucket=CLOUD_BUCKET)
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_endpoint() -> Iterator[str]:
+    """gcp-storage-emulator in this process on a free local port, with CLOUD_BUCKET."""
+    from gcp_storage_emulator.server import create_server
+
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=CLOUD_BUCKET)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def cloud_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Fake AWS credentials that must never be shown, and no other cloud configuration."""
+    for key in list(os.environ):
+        if key.startswith(("AWS_", "ABACO_UPLOAD", "GOOGLE_", "STORAGE_EMULATOR")):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_AWS_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_AWS_SECRET)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
