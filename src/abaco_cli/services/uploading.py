@@ -32,10 +32,12 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from abaco_cli import metrics
 from abaco_cli.datasets import REGISTRY
+from abaco_cli.durations import format_duration
 from abaco_cli.errors import (
     AbacoError,
     ExitCode,
@@ -360,7 +362,7 @@ def _superseded(tree: RuntimeTree, run: ExportedRun) -> bool:
     return current.manifest is None or current.manifest.run_id != run.run_id
 
 
-def local_digests(tree: RuntimeTree, path: Any) -> tuple[int, str, str]:
+def local_digests(tree: RuntimeTree, path: Path) -> tuple[int, str, str]:
     """Size, md5 and sha256 of a local data file."""
     md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
     size = 0
@@ -403,7 +405,7 @@ def _list_date(s: _Session, dataset: str, as_of: date, manifest: Manifest) -> di
     return found
 
 
-def _already_there(s: _Session, there: ObjectInfo | None, entry: ManifestFile, path: Any) -> bool:
+def _already_there(s: _Session, there: ObjectInfo | None, entry: ManifestFile, path: Path) -> bool:
     """Is the object there the manifest's file (same size, and sha256 or md5)?"""
     if there is None or there.size != entry.bytes:
         return False
@@ -887,7 +889,7 @@ def _upload_audited(
             arguments={
                 "destination": s.key,
                 "dataset": dataset,
-                "since": str(since) if since else None,
+                "since": format_duration(since) if since else None,
             },
             datasets=names,
             reads_source=False,

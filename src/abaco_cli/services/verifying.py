@@ -454,7 +454,23 @@ def compare_with_remote(settings: Settings, url: str | None, result: VerifyResul
     tree = RuntimeTree.at(settings.runtime_dir)
     try:
         for folder in dataset_dirs(tree):
-            _check_remote_dataset(tree, target, folder.name, result)
+            found = VerifyResult(log_path=result.log_path, remote_objects=0)
+            _check_remote_dataset(tree, target, folder.name, found)
+            if found.problems:  # an upload may be replacing objects right now: look again
+                try:  # under the dataset's upload lock
+                    with dataset_lock(
+                        tree.upload_lock_path(folder.name),
+                        run_id="audit-verify",
+                        command="audit verify",
+                        timeout_seconds=settings.lock_timeout_seconds,
+                    ):
+                        found = VerifyResult(log_path=result.log_path, remote_objects=0)
+                        _check_remote_dataset(tree, target, folder.name, found)
+                except (LockedError, UnsafePathError, OSError):
+                    pass  # report what the unlocked pass found
+            result.problems += found.problems
+            result.notes += found.notes
+            result.remote_objects += found.remote_objects or 0
     except StorageError as exc:
         result.problems.append(
             Finding("remote_unreachable", target.url, f"cannot read {target.url}: {exc.message}")
