@@ -159,8 +159,8 @@ _FAMILIES = (
     Family(
         "abaco_upload_bytes_total",
         "counter",
-        "Bytes sent to the upload destination (objects skipped because they were there are "
-        "not counted).",
+        "Bytes of data files sent to the upload destination (files skipped because they were "
+        "there already are not counted, nor manifests and pointers).",
     ),
     Family(
         "abaco_upload_pending_runs",
