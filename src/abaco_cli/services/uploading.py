@@ -278,6 +278,7 @@ class UploadOutcome:
                     "files": r.files,
                     "skipped": r.skipped,
                     "bytes": r.bytes,
+                    "seconds": round(r.seconds, 3),
                 }
                 for r in self.runs
             ],
