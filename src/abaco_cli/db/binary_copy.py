@@ -1,0 +1,643 @@
+"""Whole tables out of PostgreSQL as fast as it serves them: parallel binary COPY in one snapshot.
+
+    with TableReader(settings, "core_banking.payments") as reader:
+        for batch in reader.batches():    # pyarrow.RecordBatch of reader.schema, in ctid order
+            ...
+
+A coordinator connection opens a read-only REPEATABLE READ transaction, exports its snapshot
+(or imports the one it is given, e.g. a replication slot's) and splits the table into ranges of
+``RANGE_BLOCKS`` heap blocks (its size from ``pg_relation_size``, never the stale
+``relpages``; the last range is open-ended). ``workers`` connections (the coordinator is the
+first) adopt the snapshot and each runs, range after range,
+``COPY (SELECT cols FROM t WHERE ctid >= '(a,0)' AND ctid < '(b,0)') TO STDOUT (FORMAT binary)``
+(a TID range scan from PostgreSQL 14 on). A worker reads the CopyData messages through libpq
+without blocking (it waits for the socket in ``poll``, so the other threads run meanwhile),
+gathers whole rows into one buffer and decodes them with numpy (db/pgbinary.py) into batches of
+about ``batch_rows`` rows. The caller's thread receives the batches in range order, so a table
+read twice in the same state gives the same rows in the same order. Memory is bounded by the
+ranges in flight (one more than the workers), never by the table.
+
+``read_table`` is the same as a generator; ``copy_table_to_parquet`` (db/table_parquet.py)
+writes one table into one zstd Parquet file.
+"""
+
+from __future__ import annotations
+
+import array
+import logging
+import re
+import select
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Self
+
+import numpy as np
+import psycopg
+import pyarrow as pa
+from psycopg import pq, sql
+from psycopg.errors import error_from_result
+
+from abaco_cli.db.classify import classify
+from abaco_cli.db.connect import Connection, SourceIdentity, connect, snapshot
+from abaco_cli.db.pgbinary import (
+    HEADER_BYTES,
+    PADDING,
+    SIGNATURE,
+    TRAILER,
+    RowDecoder,
+    SourceColumn,
+    check_supported,
+    measured_numeric,
+    numeric_type,
+)
+from abaco_cli.db.snapshot import export_snapshot, import_snapshot, snapshot_time
+from abaco_cli.errors import DataError, SourceQueryError, UsageError
+from abaco_cli.redaction import Redactor
+from abaco_cli.settings import Settings
+
+__all__ = [
+    "BATCH_ROWS",
+    "RANGE_BLOCKS",
+    "BlockRange",
+    "TableName",
+    "TableReader",
+    "read_table",
+]
+log = logging.getLogger(__name__)
+
+RANGE_BLOCKS = 1024  # heap blocks (8 KiB) per COPY: 16 MiB of table
+BATCH_ROWS = 32_768  # rows per decoded batch (numpy works best on a few MiB at a time) ...
+BATCH_BYTES = 4 << 20  # ... or this many bytes of rows, whichever comes first
+TID_RANGE_SCAN = 140_000  # server_version_num of PostgreSQL 14: ctid ranges without a seq scan
+_POLL_MS = 500  # how often a waiting worker looks whether the read was stopped
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_RANGED = ("r", "m", "p")  # heap tables, materialized views, partitioned tables: ctid ranges
+_READABLE = (*_RANGED, "v", "f")  # views and foreign tables: one COPY without ranges
+
+
+@dataclass(frozen=True)
+class TableName:
+    """A schema-qualified table name of plain lower-case identifiers (also a folder name)."""
+
+    schema: str
+    name: str
+
+    @classmethod
+    def parse(cls, text: str) -> TableName:
+        schema, dot, name = text.strip().partition(".")
+        if not dot or not _IDENTIFIER.match(schema) or not _IDENTIFIER.match(name):
+            raise UsageError(
+                f"{text!r} is not a table name like schema.table (lower-case letters, digits "
+                "and _; quoted identifiers are not supported)"
+            )
+        return cls(schema, name)
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def identifier(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+
+@dataclass(frozen=True)
+class BlockRange:
+    """Heap blocks [first, end) of a table; ``end`` None: to the end (open-ended)."""
+
+    first: int
+    end: int | None
+
+    def condition(self) -> sql.Composable:
+        parts: list[sql.Composable] = []
+        if self.first > 0:
+            parts.append(sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({self.first},0)")))
+        if self.end is not None:
+            parts.append(sql.SQL("ctid < {}::tid").format(sql.Literal(f"({self.end},0)")))
+        return sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")
+
+
+def block_ranges(blocks: int, per_range: int = RANGE_BLOCKS) -> list[BlockRange]:
+    """Ranges of ``per_range`` blocks covering ``blocks``; the last one open-ended, so rows on
+    blocks past the measured size are read too."""
+    starts = list(range(0, max(blocks, 1), per_range))
+    return [
+        BlockRange(first, starts[i + 1] if i + 1 < len(starts) else None)
+        for i, first in enumerate(starts)
+    ]
+
+
+# --------------------------------------------------------------------------- the table itself
+
+
+def _relation(conn: Connection, table: TableName) -> tuple[int, str]:
+    row = conn.execute(
+        "SELECT c.oid, c.relkind FROM pg_catalog.pg_class c "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s",
+        (table.schema, table.name),
+    ).fetchone()
+    if row is None:
+        raise SourceQueryError(
+            f"table {table} does not exist in the source",
+            hint="Check the name (schema.table) and the source database; `abaco config show` "
+            "shows which database abaco reads.",
+        )
+    oid, kind = int(row[0]), str(row[1])
+    if kind not in _READABLE:
+        raise SourceQueryError(f"{table} is not a table, view or materialized view")
+    return oid, kind
+
+
+def _base_type(conn: Connection, type_oid: int, typmod: int) -> tuple[str, str, int]:
+    """(typname, typtype, typmod) of a type, a domain resolved to the type it is based on."""
+    for _ in range(32):
+        row = conn.execute(
+            "SELECT typname, typtype, typbasetype, typtypmod FROM pg_catalog.pg_type "
+            "WHERE oid = %s",
+            (type_oid,),
+        ).fetchone()
+        if row is None:  # pragma: no cover - a column's type always exists
+            break
+        name, kind, base, base_mod = str(row[0]), str(row[1]), int(row[2]), int(row[3])
+        if kind != "d":
+            return name, kind, typmod
+        type_oid, typmod = base, base_mod
+    return "unknown", "b", -1  # pragma: no cover
+
+
+def _numeric_typmod(typmod: int) -> tuple[int | None, int | None]:
+    if typmod < 4:
+        return None, None
+    packed = typmod - 4
+    scale = ((packed & 0x7FF) ^ 1024) - 1024  # 11-bit signed since PostgreSQL 15
+    return (packed >> 16) & 0xFFFF, scale
+
+
+def describe_columns(
+    conn: Connection, table: TableName, oid: int, wanted: Sequence[str] | None
+) -> list[SourceColumn]:
+    """The table's columns (those in ``wanted``, in the table's order), each with the type the
+    reader decodes; a DataError naming a column whose type it cannot read exactly. Numeric
+    columns without precision get precision and scale None (``measure_numerics``)."""
+    rows = conn.execute(
+        "SELECT a.attname, a.atttypid, a.atttypmod, format_type(a.atttypid, a.atttypmod) "
+        "FROM pg_catalog.pg_attribute a "
+        "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        (oid,),
+    ).fetchall()
+    present = {str(r[0]) for r in rows}
+    if wanted is not None:
+        missing = [c for c in wanted if c not in present]
+        if missing:
+            raise SourceQueryError(
+                f"{table} has no column {', '.join(repr(c) for c in missing)}",
+                hint="Check extract.tables against the table (`\\d " + str(table) + "` in psql).",
+            )
+    chosen = set(wanted) if wanted is not None else present
+    columns: list[SourceColumn] = []
+    for name, type_oid, typmod, shown in rows:
+        if name not in chosen:
+            continue
+        type_name, kind, base_mod = _base_type(conn, int(type_oid), int(typmod))
+        if kind == "e":
+            type_name = "enum"
+        check_supported(str(table), str(name), type_name, str(shown))
+        precision: int | None = None
+        scale: int | None = None
+        if type_name == "numeric":
+            declared = numeric_type(str(table), str(name), *_numeric_typmod(base_mod))
+            if declared is not None:
+                precision, scale = declared
+        columns.append(SourceColumn(str(name), type_name, precision, scale))
+    if not columns:
+        raise UsageError(f"no column of {table} is selected")
+    return columns
+
+
+def measure_numerics(
+    conn: Connection, table: TableName, columns: list[SourceColumn]
+) -> list[SourceColumn]:
+    """Give every numeric column without declared precision decimal128(38, s), s the largest
+    scale among its values in this snapshot (one pass over the table); a DataError when its
+    values need more than 38 digits."""
+    open_columns = [c for c in columns if c.type_name == "numeric" and c.precision is None]
+    if not open_columns:
+        return columns
+    parts: list[sql.Composable] = []
+    for column in open_columns:
+        name = sql.Identifier(column.name)
+        parts.append(sql.SQL("max(scale({}))").format(name))
+        parts.append(
+            sql.SQL(
+                "max(length(trunc(abs({}))::text)) FILTER (WHERE scale({}) IS NOT NULL)"
+            ).format(name, name)
+        )
+    query = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(parts), table.identifier)
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    measured: dict[str, tuple[int, int]] = {}
+    for index, column in enumerate(open_columns):
+        places, digits = row[2 * index], row[2 * index + 1]
+        measured[column.name] = measured_numeric(
+            str(table), column.name, None if digits is None else int(digits),
+            None if places is None else int(places),
+        )  # fmt: skip
+    return [
+        SourceColumn(c.name, c.type_name, *measured[c.name]) if c.name in measured else c
+        for c in columns
+    ]
+
+
+def table_blocks(conn: Connection, oid: int, kind: str) -> int:
+    """The table's size in heap blocks now (for a partitioned table: its largest partition)."""
+    if kind == "p":
+        query = (
+            "SELECT coalesce(max(pg_relation_size(relid)), 0) FROM pg_partition_tree(%s) "
+            "WHERE isleaf"
+        )
+    else:
+        query = "SELECT pg_relation_size(%s)"
+    row = conn.execute(query, (oid,)).fetchone()
+    size = int(row[0]) if row is not None and row[0] is not None else 0
+    block = conn.execute("SELECT current_setting('block_size')::int").fetchone()
+    return -(-size // int(block[0] if block else 8192))
+
+
+# -------------------------------------------------------------------------------- one worker
+
+
+class _StoppedError(Exception):
+    """The read was stopped (another worker failed, or the caller went away)."""
+
+
+def _wait(conn_fd: int, stopping: threading.Event, *, write: bool = False) -> None:
+    """Until the socket is ready; the GIL is released meanwhile. _StoppedError when asked to."""
+    poller = select.poll()
+    poller.register(conn_fd, select.POLLOUT if write else select.POLLIN)
+    while not poller.poll(_POLL_MS):
+        if stopping.is_set():
+            raise _StoppedError
+
+
+def _result(pgconn: pq.abc.PGconn, stopping: threading.Event) -> pq.abc.PGresult | None:
+    """The next result of the running statement, without blocking the other threads."""
+    while True:
+        pgconn.consume_input()
+        if not pgconn.is_busy():
+            return pgconn.get_result()
+        _wait(pgconn.socket, stopping)
+
+
+def _raise_for(result: pq.abc.PGresult | None, conn: Connection) -> None:
+    if result is not None and result.status == pq.ExecStatus.FATAL_ERROR:
+        raise error_from_result(result, encoding=conn.info.encoding)
+
+
+def _strip_header(data: memoryview, table: TableName) -> memoryview:
+    """The first message of a binary COPY starts with its header: check and drop it."""
+    if bytes(data[: len(SIGNATURE)]) != SIGNATURE or len(data) < HEADER_BYTES:
+        raise DataError(f"the COPY stream of {table} is not PostgreSQL's binary format")
+    extension = int.from_bytes(data[HEADER_BYTES - 4 : HEADER_BYTES], "big")
+    return data[HEADER_BYTES + extension :]
+
+
+class _Worker:
+    """One connection's share of the ranges: COPY, gather, decode, hand over."""
+
+    def __init__(self, reader: TableReader, conn: Connection) -> None:
+        self.reader = reader
+        self.conn = conn
+
+    def run(self) -> None:
+        reader = self.reader
+        try:
+            with self.conn.lock:
+                while (index := reader._take_range()) is not None:
+                    self._copy(index, reader._statement(reader.ranges[index]))
+                    reader._range_done(index)
+        except _StoppedError:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            reader._fail(exc)
+
+    def _emit(self, index: int, buffer: bytearray, lengths: array.array[int]) -> bool:
+        """Decode the gathered rows and hand the batch over; True when the last message was
+        the COPY's trailer (dropped)."""
+        trailer = False
+        if lengths and lengths[-1] == len(TRAILER) and buffer[-len(TRAILER) :] == TRAILER:
+            del buffer[-len(TRAILER) :]
+            lengths.pop()
+            trailer = True
+        if lengths:
+            buffer += bytes(PADDING)
+            batch = self.reader.decoder.decode(buffer, np.frombuffer(lengths, dtype=np.int64))
+            self.reader._put(index, batch)
+        return trailer
+
+    def _copy(self, index: int, statement: bytes) -> None:
+        """One COPY of one range, read without ever blocking in libpq."""
+        reader, stopping = self.reader, self.reader._stopping
+        pgconn = self.conn.pgconn
+        fd = pgconn.socket
+        pgconn.send_query(statement)
+        while pgconn.flush():
+            _wait(fd, stopping, write=True)
+        started = _result(pgconn, stopping)
+        _raise_for(started, self.conn)
+        if started is None or started.status != pq.ExecStatus.COPY_OUT:
+            raise DataError(f"the server did not start the COPY of {reader.table}")
+        get = pgconn.get_copy_data
+        buffer = bytearray()
+        lengths: array.array[int] = array.array("q")
+        while True:  # the first message: the header, then (usually) the first row
+            size, data = get(1)
+            if size > 0:
+                rest = _strip_header(data, reader.table)
+                if len(rest):
+                    buffer += rest
+                    lengths.append(len(rest))
+                break
+            if size < 0:
+                raise DataError(f"the COPY stream of {reader.table} ended without its header")
+            _wait(fd, stopping)
+            pgconn.consume_input()
+        append = lengths.append
+        limit_rows, limit_bytes = reader.batch_rows, BATCH_BYTES
+        trailer = False
+        while True:
+            # the hot loop: one CopyData message (one row) a turn, in locals only; the rest
+            # happens when libpq's buffer is empty and the socket has to be waited for
+            size, data = get(1)
+            if size > 0:
+                buffer += data
+                append(size)
+                continue
+            if size < 0:
+                break
+            if len(lengths) >= limit_rows or len(buffer) >= limit_bytes:
+                trailer = self._emit(index, buffer, lengths)
+                buffer = bytearray()
+                lengths = array.array("q")
+                append = lengths.append
+            _wait(fd, stopping)
+            pgconn.consume_input()
+        trailer = self._emit(index, buffer, lengths) or trailer
+        final = _result(pgconn, stopping)
+        _raise_for(final, self.conn)
+        while final is not None:
+            final = _result(pgconn, stopping)
+            _raise_for(final, self.conn)
+        if not trailer:
+            raise DataError(f"the COPY stream of {reader.table} ended without its trailer")
+
+
+# ---------------------------------------------------------------------------------- the reader
+
+
+class TableReader:
+    """One table (or the chosen columns of it) read in one snapshot by parallel binary COPY.
+
+    Open it (``with``), then ``schema``, ``snapshot_at`` and ``snapshot_id`` are known and
+    ``batches()`` yields the rows. ``snapshot`` adopts an exported snapshot instead of taking a
+    new one (the lakehouse's initial load reads inside its replication slot's snapshot).
+    Errors are abaco's: DataError naming the column of a value with no exact Arrow type,
+    SourceQueryError and SourceUnavailableError (transient ones a retry may cure).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        table: str | TableName,
+        columns: Sequence[str] | None = None,
+        *,
+        snapshot: str | None = None,
+        workers: int | None = None,
+        batch_rows: int = BATCH_ROWS,
+        range_blocks: int = RANGE_BLOCKS,
+        on_connect: Callable[[SourceIdentity], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.table = table if isinstance(table, TableName) else TableName.parse(table)
+        self.wanted = list(columns) if columns is not None else None
+        self.given_snapshot = snapshot
+        self.workers = max(1, workers if workers is not None else settings.parallel_queries)
+        self.batch_rows = max(1, batch_rows)
+        self.range_blocks = max(1, range_blocks)
+        self.on_connect = on_connect
+        self.columns: tuple[SourceColumn, ...] = ()
+        self.schema: pa.Schema = pa.schema([])
+        self.snapshot_at: datetime | None = None
+        self.snapshot_id: str | None = None
+        self.ranges: list[BlockRange] = []
+        self.rows = 0
+        self._stack = ExitStack()
+        self._connections: list[Connection] = []
+        self._redactor = Redactor.from_settings(settings)
+        self._select: sql.Composable = sql.SQL("")
+        self._cond = threading.Condition()
+        self._stopping = threading.Event()
+        self._next = 0
+        self._consumed = 0
+        self._out: dict[int, deque[pa.RecordBatch]] = {}
+        self._done: set[int] = set()
+        self._error: BaseException | None = None
+
+    # ------------------------------------------------------------------------- open and close
+
+    def __enter__(self) -> Self:
+        try:
+            self._open()
+        except BaseException as exc:  # noqa: BLE001 - closed, then raised as abaco's error
+            self.close()
+            raise self._translated(exc) from None
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the workers (their queries cancelled) and close every connection."""
+        self._stopping.set()
+        for conn in self._connections:
+            _cancel(conn)
+        try:
+            self._stack.close()
+        except (psycopg.Error, OSError) as exc:
+            log.debug("closing the reader's connections: %s", exc)
+        for conn in self._connections:
+            conn.close()
+        self._connections = []
+
+    def _connect(self) -> Connection:
+        conn = connect(self.settings)
+        self._connections.append(conn)
+        if self.on_connect is not None and len(self._connections) == 1:
+            self.on_connect(SourceIdentity.of(conn))
+        return conn
+
+    def _begin(self, conn: Connection) -> None:
+        self._stack.enter_context(snapshot(conn, self.settings))
+        conn.execute("SET LOCAL client_encoding = 'UTF8'")
+
+    def _open(self) -> None:
+        first = self._connect()
+        self._begin(first)
+        if self.given_snapshot is not None:
+            import_snapshot(first, self.given_snapshot)
+            self.snapshot_id = self.given_snapshot
+        oid, kind = _relation(first, self.table)
+        ranged = kind in _RANGED and first.info.server_version >= TID_RANGE_SCAN
+        if ranged:
+            self.ranges = block_ranges(table_blocks(first, oid, kind), self.range_blocks)
+        else:
+            self.ranges = [BlockRange(0, None)]
+        workers = min(self.workers, len(self.ranges))
+        if workers > 1 and self.snapshot_id is None:
+            self.snapshot_id = export_snapshot(first)
+        self.snapshot_at = snapshot_time(first)
+        columns = describe_columns(first, self.table, oid, self.wanted)
+        self.columns = tuple(measure_numerics(first, self.table, columns))
+        encoding = first.execute("SELECT current_setting('server_encoding')").fetchone()
+        check_utf8 = encoding is None or str(encoding[0]).upper() == "SQL_ASCII"
+        self.decoder = RowDecoder(str(self.table), self.columns, check_utf8=check_utf8)
+        self.schema = self.decoder.schema
+        names = sql.SQL(", ").join(sql.Identifier(c.name) for c in self.columns)
+        self._select = sql.SQL("SELECT {} FROM {}").format(names, self.table.identifier)
+        self._ranged = ranged
+        for _ in range(workers - 1):
+            helper = self._connect()
+            self._begin(helper)
+            assert self.snapshot_id is not None
+            import_snapshot(helper, self.snapshot_id)
+
+    def _statement(self, block_range: BlockRange) -> bytes:
+        query: sql.Composable = self._select
+        if self._ranged:
+            query = sql.SQL("{} WHERE {}").format(self._select, block_range.condition())
+        copy = sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(query)
+        return copy.as_bytes(self._connections[0])
+
+    def _translated(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, psycopg.Error):
+            return classify(exc, redactor=self._redactor, during=f"reading {self.table}")
+        return exc
+
+    # ---------------------------------------------------------------------------- the batches
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """Every row of the table in the snapshot, in batches of the reader's schema, in
+        range (ctid) order. Call once."""
+        threads = [
+            threading.Thread(target=_Worker(self, conn).run, name=f"abaco-copy-{i}", daemon=True)
+            for i, conn in enumerate(self._connections)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for index in range(len(self.ranges)):
+                while True:
+                    ready, finished = self._collect(index)
+                    for batch in ready:
+                        self.rows += batch.num_rows
+                        yield batch
+                    if finished:
+                        break
+        except BaseException as exc:  # noqa: BLE001 - workers stopped, then raised again
+            self._stopping.set()
+            for conn in self._connections:
+                _cancel(conn)
+            for thread in threads:
+                thread.join()
+            raise self._translated(exc) from None
+        for thread in threads:
+            thread.join()
+
+    def _collect(self, index: int) -> tuple[list[pa.RecordBatch], bool]:
+        """The batches of range ``index`` that are ready, and whether it is complete."""
+        with self._cond:
+            while True:
+                if self._error is not None:
+                    raise self._error
+                queue = self._out.get(index)
+                if queue:
+                    ready = list(queue)
+                    queue.clear()
+                    return ready, False
+                if index in self._done:
+                    self._out.pop(index, None)
+                    self._consumed = index + 1
+                    self._cond.notify_all()
+                    return [], True
+                self._cond.wait(timeout=0.5)
+
+    def _take_range(self) -> int | None:
+        """The next range for a worker; it waits while the ranges in flight are one more than
+        the workers, so memory stays bounded when the caller writes slower than they read."""
+        with self._cond:
+            while True:
+                if self._stopping.is_set():
+                    raise _StoppedError
+                if self._next >= len(self.ranges):
+                    return None
+                if self._next < self._consumed + len(self._connections) + 1:
+                    index = self._next
+                    self._next += 1
+                    self._out[index] = deque()
+                    return index
+                self._cond.wait(timeout=0.5)
+
+    def _put(self, index: int, batch: pa.RecordBatch) -> None:
+        with self._cond:
+            self._out[index].append(batch)
+            self._cond.notify_all()
+
+    def _range_done(self, index: int) -> None:
+        with self._cond:
+            self._done.add(index)
+            self._cond.notify_all()
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._cond:
+            if self._error is None:
+                self._error = exc
+            self._stopping.set()
+            self._cond.notify_all()
+        for conn in self._connections:
+            _cancel(conn)
+
+
+def _cancel(conn: Connection) -> None:
+    """Ask the server to stop the connection's running statement, if any; never raises."""
+    try:
+        if not conn.closed and conn.pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
+            conn.cancel_safe(timeout=5.0)
+    except Exception as exc:  # noqa: BLE001 - only speeds up a stop that happens anyway
+        log.debug("could not cancel a running COPY: %s", exc)
+
+
+def read_table(
+    settings: Settings,
+    table: str | TableName,
+    columns: Sequence[str] | None = None,
+    *,
+    snapshot: str | None = None,
+    workers: int | None = None,
+    batch_rows: int = BATCH_ROWS,
+) -> Iterator[pa.RecordBatch]:
+    """The rows of ``table`` (its ``columns``, default all) in one snapshot as record batches
+    of about ``batch_rows`` rows; the connections close when the iterator ends or is closed.
+    ``TableReader`` gives the schema and the snapshot too."""
+    with TableReader(
+        settings, table, columns, snapshot=snapshot, workers=workers, batch_rows=batch_rows
+    ) as reader:
+        yield from reader.batches()

@@ -1,0 +1,134 @@
+"""One source table into one zstd Parquet file: its exact types, large row groups, bounded memory.
+
+``TableParquetWriter`` takes the reader's batches and writes row groups of at least
+``ROW_GROUP_ROWS`` rows (fewer only when that many would hold more than ``ROW_GROUP_BYTES``),
+zstd, decimals of up to 18 digits as plain integers (``store_decimal_as_integer``: INT32 or
+INT64 with the DECIMAL logical type, which every engine reads), and dictionary encoding only
+for the text columns that repeat (judged on the first batch), where it pays.
+``copy_table_to_parquet`` reads a table with ``TableReader`` into one file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from abaco_cli.db.binary_copy import TableName, TableReader
+from abaco_cli.settings import Settings
+
+ROW_GROUP_ROWS = 131072
+ROW_GROUP_BYTES = 48 << 20  # Arrow bytes buffered for one row group, at most
+DICTIONARY_SHARE = 0.05  # a text column whose first batch has at most this share of distinct values
+
+
+def dictionary_columns(batch: pa.RecordBatch) -> list[str]:
+    """The text and binary columns worth dictionary encoding: few distinct values in a batch."""
+    chosen = []
+    for field, column in zip(batch.schema, batch.columns, strict=True):
+        kind = field.type
+        if not (pa.types.is_string(kind) or pa.types.is_binary(kind)):
+            continue
+        present = len(column) - column.null_count
+        if present == 0:
+            continue
+        distinct = pc.count_distinct(column).as_py()
+        if distinct <= max(1, DICTIONARY_SHARE * present):
+            chosen.append(field.name)
+    return chosen
+
+
+class TableParquetWriter:
+    """Batches of one schema into one Parquet file (a path or an open binary file)."""
+
+    def __init__(
+        self,
+        sink: str | Path | BinaryIO,
+        schema: pa.Schema,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        row_group_rows: int = ROW_GROUP_ROWS,
+    ) -> None:
+        self.sink = str(sink) if isinstance(sink, Path) else sink
+        self.schema = schema.with_metadata(dict(metadata)) if metadata else schema
+        self.row_group_rows = row_group_rows
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        self._pending_bytes = 0
+
+    def _open(self, dictionary: Sequence[str]) -> pq.ParquetWriter:
+        return pq.ParquetWriter(
+            self.sink,
+            self.schema,
+            compression="zstd",
+            use_dictionary=list(dictionary),
+            store_decimal_as_integer=True,
+        )
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        if self._writer is None:
+            self._writer = self._open(dictionary_columns(batch))
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        self._pending_bytes += batch.nbytes
+        if self._pending_rows >= self.row_group_rows or self._pending_bytes >= ROW_GROUP_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending or self._writer is None:
+            return
+        table = pa.Table.from_batches(self._pending)
+        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+        self._writer.write_table(table, row_group_size=table.num_rows)
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        """Write the last row group and the footer (an empty table: a file with no row group)."""
+        if self._writer is None:
+            self._writer = self._open(())
+        self._flush()
+        self._writer.close()
+
+
+@dataclass(frozen=True)
+class CopiedTable:
+    """What ``copy_table_to_parquet`` wrote: rows, the schema, and the snapshot it read."""
+
+    table: str
+    rows: int
+    schema: pa.Schema
+    snapshot_at: datetime | None
+    snapshot_id: str | None
+
+
+def copy_table_to_parquet(
+    settings: Settings,
+    table: str | TableName,
+    target: str | Path | BinaryIO,
+    columns: Sequence[str] | None = None,
+    *,
+    snapshot: str | None = None,
+    workers: int | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> CopiedTable:
+    """Read ``table`` (its ``columns``, default all) in one snapshot, or in the exported
+    ``snapshot`` given, into one zstd Parquet file at ``target``; the caller makes the target
+    durable and moves it into place (a failure leaves a partial file there)."""
+    with TableReader(settings, table, columns, snapshot=snapshot, workers=workers) as reader:
+        writer = TableParquetWriter(target, reader.schema, metadata=metadata)
+        for batch in reader.batches():
+            writer.write(batch)
+        writer.close()
+        return CopiedTable(
+            str(reader.table), writer.rows, reader.schema, reader.snapshot_at, reader.snapshot_id
+        )

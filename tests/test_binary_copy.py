@@ -1,0 +1,565 @@
+"""The parallel binary COPY reader (db/binary_copy.py, db/pgbinary.py) against a real PostgreSQL.
+
+Every value is compared with PostgreSQL's own text output of the same rows (``COPY ... TO
+STDOUT`` in text format, parsed here independently of the reader): every supported type, NULL
+and the empty string, numeric at the limits of (18,2) and (38,10), timestamps before 2000 and
+after 2038. Also: one snapshot (rows inserted after it are invisible, also in an adopted
+snapshot), a table larger than its stale relpages, values Arrow cannot hold exactly, types the
+reader refuses, and the Parquet file of ``copy_table_to_parquet``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pydantic import SecretStr
+
+from abaco_cli.db.binary_copy import TableReader, block_ranges, read_table
+from abaco_cli.db.pgbinary import PADDING, RowDecoder, SourceColumn, bytea_text
+from abaco_cli.db.table_parquet import copy_table_to_parquet
+from abaco_cli.errors import DataError, SourceQueryError, UsageError
+from abaco_cli.settings import Settings
+
+ALL_TYPES = """
+    CREATE TYPE x.mood AS ENUM ('sad', 'ok', 'happy');
+    CREATE DOMAIN x.money2 AS numeric(12,2);
+    CREATE TABLE x.every (
+        id        bigint PRIMARY KEY,
+        flag      boolean,
+        small     smallint,
+        medium    integer,
+        big       bigint,
+        real4     real,
+        double8   double precision,
+        money     numeric(18,2),
+        wide      numeric(38,10),
+        open      numeric,
+        words     text,
+        code      varchar(12),
+        padded    char(5),
+        day       date,
+        at_local  timestamp,
+        at_utc    timestamptz,
+        ident     uuid,
+        doc_json  json,
+        doc       jsonb,
+        raw       bytea,
+        feeling   x.mood,
+        price     x.money2
+    );
+"""
+
+
+@pytest.fixture(scope="module")
+def copy_db(pg_server: Any) -> Iterator[str]:
+    """One database for the module; each test makes its own tables in schema x (dropped)."""
+    name = f"abaco_copy_{os.getpid()}"
+    yield pg_server.create_database(name)
+    pg_server.drop_database(name)
+
+
+@pytest.fixture
+def dsn(copy_db: str) -> Iterator[str]:
+    with psycopg.connect(copy_db, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS x CASCADE")
+        conn.execute("CREATE SCHEMA x")
+    yield copy_db
+    with psycopg.connect(copy_db, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS x CASCADE")
+
+
+@pytest.fixture
+def settings(dsn: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=SecretStr(dsn), runtime_dir=tmp_path / "rt")
+
+
+def execute(dsn: str, *statements: str, params: Any = None) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement, params)
+
+
+def read_all(settings: Settings, table: str, **options: Any) -> pa.Table:
+    with TableReader(settings, table, **options) as reader:
+        batches = list(reader.batches())
+        return pa.Table.from_batches(batches, schema=reader.schema)
+
+
+# ------------------------------------------------------------ PostgreSQL's text output, parsed
+
+_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
+
+
+def _unescape(field: str) -> str:
+    """One field of COPY's text format: backslash sequences as COPY TO writes them."""
+    out: list[str] = []
+    index = 0
+    while index < len(field):
+        char = field[index]
+        if char == "\\" and index + 1 < len(field):
+            out.append(_ESCAPES[field[index + 1]])
+            index += 2
+        else:
+            out.append(char)
+            index += 1
+    return "".join(out)
+
+
+def pg_text_rows(dsn: str, query: str) -> list[list[str | None]]:
+    """``COPY (query) TO STDOUT`` in text format (DateStyle ISO, UTC), field by field."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute("SET DateStyle = ISO")
+        conn.execute("SET TimeZone = 'UTC'")
+        conn.execute("SET bytea_output = hex")
+        conn.execute("SET extra_float_digits = 1")
+        data = bytearray()
+        with conn.cursor().copy(f"COPY ({query}) TO STDOUT") as copy:
+            for chunk in copy:
+                data += chunk
+    rows = []
+    for line in data.decode("utf-8").split("\n")[:-1]:
+        rows.append([None if f == "\\N" else _unescape(f) for f in line.split("\t")])
+    return rows
+
+
+def _as_text(value: Any, kind: pa.DataType, pg: str) -> Any:
+    """Our value and PostgreSQL's text of it, each in the form they are compared in."""
+    if pa.types.is_boolean(kind):
+        return ("t" if value else "f"), pg
+    if pa.types.is_integer(kind):
+        return value, int(pg)
+    if pa.types.is_float32(kind):
+        return np.float32(value), np.float32(pg)
+    if pa.types.is_floating(kind):
+        return value, float(pg)
+    if pa.types.is_decimal(kind):
+        return value, Decimal(pg)
+    if pa.types.is_date(kind):
+        return value, date.fromisoformat(pg)
+    if pa.types.is_timestamp(kind):
+        parsed = datetime.fromisoformat(pg)
+        if kind.tz is None:
+            return value, parsed
+        return value, parsed.astimezone(UTC)
+    if pa.types.is_binary(kind):
+        return "\\x" + value.hex(), pg
+    return value, pg
+
+
+def assert_same_as_postgres(dsn: str, table: pa.Table, query: str) -> int:
+    """Every value of ``table`` equals PostgreSQL's text output of ``query`` (same row order);
+    the number of values compared."""
+    expected = pg_text_rows(dsn, query)
+    assert table.num_rows == len(expected)
+    compared = 0
+    for index, field in enumerate(table.schema):
+        ours = table.column(index).to_pylist()
+        for row, (value, pg_row) in enumerate(zip(ours, expected, strict=True)):
+            pg = pg_row[index]
+            if pg is None or value is None:
+                assert value is None and pg is None, (field.name, row, value, pg)
+                continue
+            mine, theirs = _as_text(value, field.type, pg)
+            assert mine == theirs, (field.name, row, value, pg)
+            compared += 1
+    return compared
+
+
+def insert_every_type(dsn: str, rows: int) -> None:
+    """``rows`` rows of varied values (NULLs, empty strings, limits) in x.every."""
+    execute(
+        dsn,
+        """
+        INSERT INTO x.every
+        SELECT g,
+               CASE g % 3 WHEN 0 THEN NULL WHEN 1 THEN true ELSE false END,
+               (g % 65535 - 32767)::smallint,
+               CASE WHEN g % 11 = 0 THEN NULL ELSE (g * 7919) % 2147483647 - 1073741823 END,
+               CASE WHEN g % 2 = 0 THEN g * 922337203685477 ELSE -g * 922337203685477 END,
+               CASE WHEN g % 13 = 0 THEN NULL ELSE (g / 7.0)::real END,
+               CASE WHEN g % 17 = 0 THEN NULL ELSE g * 1.0e-3 - 12.345678901234 END,
+               CASE WHEN g % 19 = 0 THEN NULL
+                    ELSE round(((g * 7919) % 100000000000) / 7.0 - 5e9, 2) END,
+               CASE WHEN g % 23 = 0 THEN NULL
+                    ELSE round(((g * 104729) % 1000000007)::numeric * 1234567.891 / 3, 10)
+                         * (CASE WHEN g % 2 = 0 THEN 1 ELSE -1 END) END,
+               CASE WHEN g % 29 = 0 THEN NULL ELSE round(g::numeric / 8, 3) - 100 END,
+               CASE g % 5 WHEN 0 THEN NULL WHEN 1 THEN ''
+                    WHEN 2 THEN E'tab\\tnew\\nline\\\\back ñ €' ELSE repeat('w', g % 40) END,
+               CASE WHEN g % 7 = 0 THEN NULL ELSE 'c' || g END,
+               CASE WHEN g % 6 = 0 THEN NULL ELSE left('ab' || g, 4) END,
+               CASE WHEN g % 31 = 0 THEN NULL ELSE date '1899-12-31' + (g * 37) % 60000 END,
+               timestamp '1901-12-13 20:45:52.5' + g * interval '1 day 3 hours 7.25 seconds',
+               CASE WHEN g % 37 = 0 THEN NULL
+                    ELSE timestamptz '2038-01-19 03:14:08.123456+00'
+                         - g * interval '2 days 11 minutes 0.000001 seconds' END,
+               CASE WHEN g % 41 = 0 THEN NULL ELSE md5(g::text)::uuid END,
+               CASE WHEN g % 43 = 0 THEN NULL
+                    ELSE ('{"b": ' || g || ', "a": [1, "x\\ty"], "ü": null}')::json END,
+               CASE WHEN g % 47 = 0 THEN NULL
+                    ELSE ('{"b": ' || g || ', "a": [1, "x\\ty"], "ü": null}')::jsonb END,
+               CASE WHEN g % 53 = 0 THEN NULL WHEN g % 53 = 1 THEN ''::bytea
+                    ELSE decode(md5(g::text), 'hex') || '\\x00ff'::bytea END,
+               CASE WHEN g % 59 = 0 THEN NULL
+                    ELSE (enum_range(NULL::x.mood))[1 + g % 3] END,
+               CASE WHEN g % 61 = 0 THEN NULL ELSE (g % 100000) / 4.0 END
+        FROM generate_series(1, ROWS) AS g
+        """.replace("ROWS", str(int(rows))),
+    )
+
+
+# --------------------------------------------------------------------------------- the values
+
+
+def test_every_type_equals_postgres_text_output(dsn: str, settings: Settings) -> None:
+    execute(dsn, ALL_TYPES)
+    insert_every_type(dsn, 4000)
+    # small ranges and batches: many COPYs, several batches each, two workers, in order
+    table = read_all(settings, "x.every", range_blocks=16, batch_rows=333, workers=2)
+    expected_types = {
+        "flag": pa.bool_(),
+        "small": pa.int16(),
+        "medium": pa.int32(),
+        "big": pa.int64(),
+        "real4": pa.float32(),
+        "double8": pa.float64(),
+        "money": pa.decimal128(18, 2),
+        "wide": pa.decimal128(38, 10),
+        "open": pa.decimal128(38, 3),  # the largest scale among its values: g/8 - 100
+        "words": pa.string(),
+        "code": pa.string(),
+        "padded": pa.string(),
+        "day": pa.date32(),
+        "at_local": pa.timestamp("us"),
+        "at_utc": pa.timestamp("us", tz="UTC"),
+        "ident": pa.string(),
+        "doc_json": pa.string(),
+        "doc": pa.string(),
+        "raw": pa.binary(),
+        "feeling": pa.string(),
+        "price": pa.decimal128(12, 2),
+    }
+    for name, kind in expected_types.items():
+        assert table.schema.field(name).type == kind, name
+    compared = assert_same_as_postgres(dsn, table, "SELECT * FROM x.every ORDER BY ctid")
+    assert compared > 60_000
+
+
+def test_null_is_not_the_empty_string(dsn: str, settings: Settings) -> None:
+    execute(
+        dsn,
+        "CREATE TABLE x.t (id int, s text, c char(2), b bytea, j jsonb)",
+        "INSERT INTO x.t VALUES (1, NULL, NULL, NULL, NULL), (2, '', '', '', '\"\"'), "
+        "(3, ' ', 'a', '\\x00', 'null')",
+    )
+    table = read_all(settings, "x.t")
+    assert table.column("s").to_pylist() == [None, "", " "]
+    assert table.column("c").to_pylist() == [None, "  ", "a "]  # char(n) keeps its padding
+    assert table.column("b").to_pylist() == [None, b"", b"\x00"]
+    assert table.column("j").to_pylist() == [None, '""', "null"]  # JSON null is no SQL NULL
+    assert table.column("s").null_count == 1
+
+
+def test_numeric_at_the_limits_of_18_2_and_38_10(dsn: str, settings: Settings) -> None:
+    money = ["9999999999999999.99", "-9999999999999999.99", "0.01", "-0.01", "0.00",
+             "1234567890123456.78", "-0.10", "10000.00", "100000000.00", "0.50"]  # fmt: skip
+    wide = ["9999999999999999999999999999.9999999999", "-9999999999999999999999999999.9999999999",
+            "0.0000000001", "-0.0000000001", "0E-10", "1.0000000000",
+            "18446744073709551616.0000000001", "-170141183460469231.7315873110",
+            "12345678901234567890123456.7890123456", "-1.5000000000"]  # fmt: skip
+    execute(dsn, "CREATE TABLE x.t (id int, money numeric(18,2), wide numeric(38,10))")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for index, (m, w) in enumerate(zip(money, wide, strict=True)):
+            conn.execute("INSERT INTO x.t VALUES (%s, %s, %s)", (index, Decimal(m), Decimal(w)))
+    table = read_all(settings, "x.t")
+    assert table.schema.field("money").type == pa.decimal128(18, 2)
+    assert table.schema.field("wide").type == pa.decimal128(38, 10)
+    assert [str(v) for v in table.column("money").to_pylist()] == money
+    assert table.column("wide").to_pylist() == [Decimal(w) for w in wide]
+    assert assert_same_as_postgres(dsn, table, "SELECT * FROM x.t ORDER BY ctid") == 30
+
+
+def test_timestamps_before_2000_and_after_2038(dsn: str, settings: Settings) -> None:
+    stamps = [
+        datetime(1901, 12, 13, 20, 45, 52, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2000, 1, 1, tzinfo=UTC),
+        datetime(2038, 1, 19, 3, 14, 8, tzinfo=UTC),
+        datetime(2262, 4, 11, 23, 47, 16, 854776, tzinfo=UTC),  # past int64 nanoseconds
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+    ]
+    execute(dsn, "CREATE TABLE x.t (id int, at timestamptz, wall timestamp, day date)")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for index, stamp in enumerate(stamps):
+            conn.execute(
+                "INSERT INTO x.t VALUES (%s, %s, %s, %s)",
+                (index, stamp, stamp.replace(tzinfo=None), stamp.date()),
+            )
+    table = read_all(settings, "x.t")
+    assert table.column("at").to_pylist() == stamps
+    assert table.column("wall").to_pylist() == [s.replace(tzinfo=None) for s in stamps]
+    assert table.column("day").to_pylist() == [s.date() for s in stamps]
+    assert assert_same_as_postgres(dsn, table, "SELECT * FROM x.t ORDER BY ctid") == 32
+
+
+def test_numbers_of_every_width_and_sign(dsn: str, settings: Settings) -> None:
+    """Numeric values of 0 to 8 base-10,000 digits, weights below and above the point."""
+    execute(
+        dsn,
+        "CREATE TABLE x.t (id int, a numeric(18,6), b numeric(30,0), c numeric(10,4))",
+        """
+        INSERT INTO x.t
+        SELECT g,
+               round(((g * 7919) % 1000000000000)::numeric / 10::numeric ^ (g % 13), 6)
+                   * (1 - 2 * (g % 2)),
+               trunc(((g * 7919) % 1000000007)::numeric * 10::numeric ^ (g % 21))
+                   * (1 - 2 * (g % 3 = 0)::int),
+               ((g * 31) % 999999999)::numeric / 10000 * (1 - 2 * (g % 5 = 0)::int)
+        FROM generate_series(1, 3000) AS g
+        """,
+    )
+    table = read_all(settings, "x.t", batch_rows=100)
+    assert table.num_rows == 3000
+    assert assert_same_as_postgres(dsn, table, "SELECT * FROM x.t ORDER BY ctid") == 12000
+
+
+# ---------------------------------------------------------------------------- the snapshot
+
+
+def test_rows_inserted_after_the_snapshot_are_invisible(dsn: str, settings: Settings) -> None:
+    execute(
+        dsn,
+        "CREATE TABLE x.t (id int, v text)",
+        "INSERT INTO x.t SELECT g, 'before' FROM generate_series(1, 3000) AS g",
+    )
+    with TableReader(settings, "x.t", range_blocks=2, workers=2) as reader:
+        # after the snapshot, before any row is read: new rows, changed rows, deleted rows
+        execute(
+            dsn,
+            "INSERT INTO x.t SELECT g, 'after' FROM generate_series(3001, 9000) AS g",
+            "UPDATE x.t SET v = 'changed' WHERE id <= 100",
+            "DELETE FROM x.t WHERE id > 2900 AND id <= 3000",
+        )
+        table = pa.Table.from_batches(list(reader.batches()), schema=reader.schema)
+    assert table.num_rows == 3000
+    assert set(table.column("v").to_pylist()) == {"before"}
+    assert sorted(table.column("id").to_pylist()) == list(range(1, 3001))
+    assert read_all(settings, "x.t").num_rows == 8900  # a new snapshot sees them
+
+
+def test_an_adopted_snapshot_is_the_instant_read(dsn: str, settings: Settings) -> None:
+    execute(dsn, "CREATE TABLE x.t (id int)", "INSERT INTO x.t SELECT generate_series(1, 500)")
+    with psycopg.connect(dsn) as holder:
+        holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        snapshot_id = holder.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
+        execute(dsn, "INSERT INTO x.t SELECT generate_series(501, 800)")
+        rows = sum(b.num_rows for b in read_table(settings, "x.t", snapshot=snapshot_id))
+        holder.rollback()
+    assert rows == 500
+
+
+def test_a_table_larger_than_its_stale_relpages(dsn: str, settings: Settings) -> None:
+    execute(
+        dsn,
+        "CREATE TABLE x.t (id int, pad text) WITH (autovacuum_enabled = off)",
+        "INSERT INTO x.t SELECT g, repeat('p', 200) FROM generate_series(1, 20) AS g",
+        "ANALYZE x.t",
+        "INSERT INTO x.t SELECT g, repeat('p', 200) FROM generate_series(21, 20000) AS g",
+    )
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT relpages, pg_relation_size('x.t') / current_setting('block_size')::int "
+            "FROM pg_class WHERE oid = 'x.t'::regclass"
+        ).fetchone()
+    assert row is not None
+    stale, actual = row
+    assert stale <= 1 < 100 < actual  # the statistics say one page; there are hundreds
+    table = read_all(settings, "x.t", range_blocks=32)
+    ids = table.column("id").to_pylist()
+    assert len(ids) == 20000 and sorted(ids) == list(range(1, 20001))
+
+
+def test_the_last_range_is_open_ended() -> None:
+    ranges = block_ranges(5000, 2048)
+    assert [(r.first, r.end) for r in ranges] == [(0, 2048), (2048, 4096), (4096, None)]
+    assert [(r.first, r.end) for r in block_ranges(0, 2048)] == [(0, None)]
+
+
+def test_two_workers_and_one_give_the_same_rows_in_the_same_order(
+    dsn: str, settings: Settings
+) -> None:
+    execute(dsn, ALL_TYPES)
+    insert_every_type(dsn, 1500)
+    one = read_all(settings, "x.every", workers=1, range_blocks=8)
+    two = read_all(settings, "x.every", workers=2, range_blocks=8, batch_rows=100)
+    assert one.equals(two)
+
+
+def test_partitioned_tables_and_views(dsn: str, settings: Settings) -> None:
+    execute(
+        dsn,
+        "CREATE TABLE x.p (id int, day date) PARTITION BY RANGE (day)",
+        "CREATE TABLE x.p1 PARTITION OF x.p FOR VALUES FROM ('2020-01-01') TO ('2021-01-01')",
+        "CREATE TABLE x.p2 PARTITION OF x.p FOR VALUES FROM ('2021-01-01') TO ('2022-01-01')",
+        "INSERT INTO x.p SELECT g, date '2020-01-01' + g % 700 FROM generate_series(1, 5000) g",
+        "CREATE VIEW x.v AS SELECT id, day FROM x.p WHERE id % 2 = 0",
+    )
+    partitioned = read_all(settings, "x.p", range_blocks=4)
+    assert sorted(partitioned.column("id").to_pylist()) == list(range(1, 5001))
+    view = read_all(settings, "x.v")
+    assert sorted(view.column("id").to_pylist()) == list(range(2, 5001, 2))
+
+
+def test_chosen_columns_in_table_order(dsn: str, settings: Settings) -> None:
+    execute(
+        dsn, "CREATE TABLE x.t (a int, b text, c date)", "INSERT INTO x.t VALUES (1, 'x', NULL)"
+    )
+    table = read_all(settings, "x.t", columns=["c", "a"])
+    assert table.column_names == ["a", "c"]
+    with pytest.raises(SourceQueryError, match=r"x\.t has no column 'name'"):
+        read_all(settings, "x.t", columns=["a", "name"])
+    with pytest.raises(SourceQueryError, match=r"table x\.missing does not exist"):
+        read_all(settings, "x.missing")
+    with pytest.raises(UsageError, match="not a table name"):
+        read_all(settings, "Public.Thing")
+
+
+def test_an_empty_table(dsn: str, settings: Settings) -> None:
+    execute(dsn, "CREATE TABLE x.t (a int, b numeric)")
+    table = read_all(settings, "x.t")
+    assert table.num_rows == 0
+    assert table.schema.field("b").type == pa.decimal128(38, 0)
+
+
+# ----------------------------------------------------------------- values Arrow cannot hold
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "problem"),
+    [
+        ("numeric(18,2)", "'NaN'", "holds NaN"),
+        ("numeric", "'Infinity'", "holds Infinity"),
+        ("numeric(10,4)", "'NaN'", "holds NaN"),
+        ("numeric", "'-Infinity'", "holds -Infinity"),
+        ("double precision", "'NaN'", "holds NaN"),
+        ("real", "'-Infinity'", "holds -Infinity"),
+        ("timestamptz", "'infinity'", "holds an infinite timestamp"),
+        ("timestamp", "'-infinity'", "holds an infinite timestamp"),
+        ("date", "'infinity'", "holds an infinite date"),
+    ],
+)
+def test_values_arrow_cannot_hold_stop_the_read_naming_the_column(
+    dsn: str, settings: Settings, column: str, value: str, problem: str
+) -> None:
+    execute(
+        dsn,
+        f"CREATE TABLE x.t (id int, amount {column})",
+        "INSERT INTO x.t SELECT g, NULL FROM generate_series(1, 100) AS g",
+        f"INSERT INTO x.t VALUES (101, {value})",
+    )
+    with pytest.raises(DataError, match=f"column 'amount' of x.t {problem}"):
+        read_all(settings, "x.t")
+
+
+def test_an_unconstrained_numeric_beyond_38_digits_is_refused(dsn: str, settings: Settings) -> None:
+    execute(
+        dsn,
+        "CREATE TABLE x.t (id int, n numeric)",
+        "INSERT INTO x.t VALUES (1, 1e30), (2, 0.000000000001)",  # 31 + 12 digits
+    )
+    with pytest.raises(DataError, match=r"column 'n' of x\.t is numeric without precision"):
+        read_all(settings, "x.t")
+
+
+@pytest.mark.parametrize(
+    ("declared", "shown"),
+    [
+        ("int[]", "integer[]"),
+        ("interval", "interval"),
+        ("point", "point"),
+        ("numeric(3,5)", "numeric(3,5)"),
+    ],
+)
+def test_types_without_an_exact_arrow_type_are_named(
+    dsn: str, settings: Settings, declared: str, shown: str
+) -> None:
+    execute(dsn, f"CREATE TABLE x.t (id int, odd {declared})")
+    with pytest.raises(DataError, match=rf"column 'odd' of x.t .*{re.escape(shown)}"):
+        read_all(settings, "x.t")
+    assert read_all(settings, "x.t", columns=["id"]).num_rows == 0  # without it, it reads
+
+
+def test_a_broken_stream_is_an_error_not_a_crash() -> None:
+    decoder = RowDecoder("x.t", [SourceColumn("a", "int4"), SourceColumn("b", "text")])
+    count, a, b = b"\x00\x02", b"\x00\x00\x00\x04\x00\x00\x00\x07", b"\x00\x00\x00\x02hi"
+    row = count + a + b
+    good = decoder.decode(bytearray(row + bytes(PADDING)), np.array([len(row)]))
+    assert good.to_pylist() == [{"a": 7, "b": "hi"}]
+    broken = {
+        row[:-1]: "lost its framing",  # a field longer than its row
+        row + b"x": "lost its framing",  # a row longer than its fields
+        b"\x00\x03" + a + b: "has rows of 3 fields, not 2",
+        count + a + b"\x00\x00\x00\x09hi": "lost its framing",
+        count + b"\x00\x00\x00\x02\x00\x07" + b: "not 4 bytes long",
+    }
+    for data, problem in broken.items():
+        with pytest.raises(DataError, match=problem):
+            decoder.decode(bytearray(data + bytes(PADDING)), np.array([len(data)]))
+
+
+def test_bytea_as_postgres_prints_it() -> None:
+    values = pa.array([b"\x00\xff", None, b"", b"abc"], pa.binary())
+    assert bytea_text(values).to_pylist() == ["\\x00ff", None, "\\x", "\\x616263"]
+    assert bytea_text(values.slice(1)).to_pylist() == [None, "\\x", "\\x616263"]
+
+
+# ------------------------------------------------------------------------ the Parquet file
+
+
+def test_copy_table_to_parquet_keeps_the_exact_types(
+    dsn: str, settings: Settings, tmp_path: Path
+) -> None:
+    execute(dsn, ALL_TYPES)
+    insert_every_type(dsn, 3000)
+    target = tmp_path / "every.parquet"
+    copied = copy_table_to_parquet(settings, "x.every", target, metadata={"k": "v"})
+    assert copied.rows == 3000
+    assert copied.snapshot_at is not None
+    assert copied.snapshot_at > datetime.now(UTC) - timedelta(minutes=5)
+    back = pq.read_table(target)
+    assert back.equals(read_all(settings, "x.every"))
+    meta = pq.ParquetFile(target).metadata
+    column = meta.row_group(0).column(back.schema.get_field_index("money"))
+    assert column.compression == "ZSTD"
+    assert column.physical_type == "INT64"  # decimal(18,2) stored as an integer
+    assert pq.read_schema(target).metadata[b"k"] == b"v"
+    uuids = back.column("ident").drop_null().to_pylist()
+    assert all(str(uuid.UUID(u)) == u for u in uuids)
+
+
+def test_read_table_can_stop_early(dsn: str, settings: Settings) -> None:
+    execute(dsn, "CREATE TABLE x.t (id int)", "INSERT INTO x.t SELECT generate_series(1, 50000)")
+    batches = read_table(settings, "x.t", batch_rows=1000)
+    first = next(batches)
+    assert first.num_rows > 0
+    batches.close()  # cancels the COPYs in flight and closes the connections
+    with psycopg.connect(settings.database_url.get_secret_value()) as conn:  # type: ignore[union-attr]
+        left = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'abaco' "
+            "AND datname = current_database()"
+        ).fetchone()
+    assert left is not None and left[0] == 0
