@@ -508,6 +508,46 @@ class UploadSettings(BaseModel):
         return self
 
 
+_LOWER_QUALIFIED = re.compile(r"^[a-z_][a-z0-9_]{0,62}\.[a-z_][a-z0-9_]{0,62}$")
+_LOWER_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class ExtractSettings(BaseModel):
+    """`abaco export table`: the source tables, and their columns, that may be extracted raw.
+
+    ``tables`` maps a qualified table name to its allowed columns, e.g.
+    ``{"core_banking.loans" = ["loan_id", "principal"]}``; unset (the default): the source
+    contract's five tables, as ``tables.*`` names them, with the contract's columns (ids, dates
+    and amounts, never a name). Anything else is refused.
+    """
+
+    tables: dict[str, list[str]] | None = Field(
+        default=None,
+        description="schema.table -> allowed columns; unset: the source contract's tables "
+        "and columns",
+    )
+
+    @field_validator("tables")
+    @classmethod
+    def _plain_names(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        if value is None:
+            return None
+        for table, columns in value.items():
+            if not _LOWER_QUALIFIED.match(table):
+                raise ValueError(
+                    f"{table!r} is not a table name like schema.table (lower-case letters, "
+                    "digits and _)"
+                )
+            if not columns:
+                raise ValueError(f"{table}: list at least one column")
+            for column in columns:
+                if not _LOWER_NAME.match(column):
+                    raise ValueError(f"{table}: {column!r} is not a lower-case column name")
+            if len(set(columns)) != len(columns):
+                raise ValueError(f"{table}: a column is listed twice")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything abaco reads from configuration."""
 
@@ -555,6 +595,7 @@ class Settings(BaseSettings):
     prune: PruneSettings = Field(default_factory=PruneSettings)
     dq: DataQualityPolicy = Field(default_factory=DataQualityPolicy)
     upload: UploadSettings = Field(default_factory=UploadSettings)
+    extract: ExtractSettings = Field(default_factory=ExtractSettings)
 
     @field_validator("business_timezone")
     @classmethod
