@@ -42,6 +42,12 @@ NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")  # dataset and table names
 FOLDER_FORMATS = ("csv", "json")  # formats with a table folder of their own; Parquet has none
 # A table's folder: its name for Parquet (what engines read by default), name.csv, name.json.
 TABLE_FOLDER = re.compile(rf"^([a-z][a-z0-9_]{{0,62}})(?:\.({'|'.join(FOLDER_FORMATS)}))?$")
+# The dataset `tables` (`abaco export table`: raw extracts of source tables) names each folder
+# after its source table: <schema>.<table> for Parquet, <schema>.<table>.csv, <schema>.<table>.json.
+TABLES_DATASET = "tables"
+SOURCE_TABLE_FOLDER = re.compile(
+    rf"^([a-z_][a-z0-9_]{{0,62}}\.[a-z_][a-z0-9_]{{0,62}})(?:\.({'|'.join(FOLDER_FORMATS)}))?$"
+)
 RUN_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
 _DAY = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 _PARTITION = re.compile(rf"^as_of_date=({_DAY})$")
@@ -208,7 +214,8 @@ class RuntimeTree:
 
         Allowed: ``<dataset>/<table>[.csv|.json]/as_of_date=<D>/<file>`` (a ``.csv`` or ``.json``
         folder holds files of its format only; a plain table folder held every format before
-        the one-format-a-folder layout, and old manifests still name such files) and
+        the one-format-a-folder layout, and old manifests still name such files; in the dataset
+        ``tables`` the table is the source's ``<schema>.<table>``) and
         ``<dataset>/json/<dataset>_<D>.<ext>``; never a hidden name, a ``*latest*`` alias,
         ``_manifests/`` or ``latest.json``.
         """
@@ -216,7 +223,8 @@ class RuntimeTree:
         parts = pure.parts
         if pure.is_absolute() or "\\" in relative or any(p in ("", ".", "..") for p in parts):
             return None
-        folder = TABLE_FOLDER.match(parts[1]) if len(parts) >= 3 else None
+        pattern = SOURCE_TABLE_FOLDER if parts and parts[0] == TABLES_DATASET else TABLE_FOLDER
+        folder = pattern.match(parts[1]) if len(parts) >= 3 else None
         if folder is None or not NAME.match(parts[0]):
             return None
         name = parts[-1]
