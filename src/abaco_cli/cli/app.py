@@ -21,6 +21,7 @@ from abaco_cli.cli import (
     db,
     demo,
     export,
+    extract,  # noqa: F401 - registers `export table` on the export group
     health,
     kpi,
     migrate,
