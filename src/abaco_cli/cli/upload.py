@@ -91,6 +91,8 @@ def upload_command(
         progress=console.info,
     )
     if as_json:
+        if result.destination is None:
+            console.info(NO_DESTINATION)
         console.emit_json(result.to_json())
     else:
         _render(result)
