@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 LOANS  ?= 250000
+ROWS   ?= 5000000
 # The hash-checked dependency locks (requirements/README.md); `make lock` regenerates them.
 LOCKS   = requirements/runtime.lock requirements/dev.lock
 LOCK_FLAGS = --quiet --generate-hashes --universal --python-version 3.11 \
@@ -10,7 +11,8 @@ LOCK_FLAGS = --quiet --generate-hashes --universal --python-version 3.11 \
 	$(if $(UPGRADE),--upgrade) $(foreach p,$(UPGRADE_PACKAGE),--upgrade-package $(p))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock audit-deps postgres demo test lint format bench bench-all clean check-deploy \
+.PHONY: help install lock audit-deps postgres demo test lint format bench bench-all bench-table \
+	clean check-deploy \
 	install-units install-cron
 
 help: ## List the targets
@@ -62,6 +64,9 @@ bench: install postgres ## Time `abaco export dpd` on LOANS loans (default 250,0
 
 bench-all: install postgres ## Every dataset, export all and a 12-month kpi backfill on LOANS loans
 	$(BIN)/python benchmarks/bench_all.py --loans $(LOANS)
+
+bench-table: install postgres ## A ROWS-row table (default 5,000,000) into Parquet: abaco vs DuckDB, ConnectorX, pandas, psql
+	$(BIN)/python benchmarks/bench_table.py --rows $(ROWS)
 
 check-deploy: install ## Units, cron, install script, Terraform and runbooks: tests, then fmt + checkov
 	$(BIN)/python -m pytest -q tests/test_deploy.py tests/test_terraform.py tests/test_runbooks.py
