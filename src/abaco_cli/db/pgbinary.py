@@ -178,12 +178,15 @@ class _Rows:
         return field_of(self.records(offsets, kind.itemsize), 0, dtype)
 
 
-def field_of(records: npt.NDArray[np.uint8], offset: int, dtype: str) -> np.ndarray[Any, Any]:
-    """The big-endian ``dtype`` at byte ``offset`` of every record, natively ordered."""
+def field_of(
+    records: npt.NDArray[np.uint8], offset: int, dtype: str, into: Any = None
+) -> np.ndarray[Any, Any]:
+    """The big-endian ``dtype`` at byte ``offset`` of every record, natively ordered (or
+    converted to ``into`` in the same pass)."""
     kind = np.dtype(dtype)
     count, width = records.shape
     view = np.ndarray((count,), kind, records, offset, (width,))
-    return view.astype(kind.newbyteorder("="))
+    return view.astype(kind.newbyteorder("=") if into is None else into)
 
 
 @dataclass
@@ -562,7 +565,17 @@ class RowDecoder:
                 f"the COPY stream of {self.table} has rows of {wrong} fields, "
                 f"not {len(self.columns)}"
             )
-        position = starts + 2
+        try:
+            position, arrays = self._columns(rows, starts + 2, size)
+        except (IndexError, ValueError):  # ArrowInvalid too
+            # a length pointing outside the buffer: the check below would fail as well
+            raise self._framing() from None
+        if not np.array_equal(position, ends):
+            raise self._framing()
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+    def _columns(self, rows: _Rows, position: Int64s, size: int) -> tuple[Int64s, list[pa.Array]]:
+        """Every column's array, and where each row's fields end."""
         arrays: list[pa.Array] = []
         index = 0
         while index < len(self.columns):
@@ -575,12 +588,12 @@ class RowDecoder:
             for column, decoder, width in zip(
                 self.columns[index:run], self._decoders[index:run], widths, strict=True
             ):
-                length = field_of(record, base, ">i4").astype(np.int64)
+                length = field_of(record, base, ">i4", np.int64)
                 valid = length >= 0
                 all_valid = bool(valid.all())
                 start = position + 4
                 position = start + (length if all_valid else np.maximum(length, 0))
-                if position[-1] > size or (count > 1 and np.any(position[:-1] > starts[1:])):
+                if position[-1] > size:
                     raise self._framing()
                 field = _Field(
                     column, self.table, record, base, start, length, valid, all_valid,
@@ -591,9 +604,7 @@ class RowDecoder:
                 if decoder.fixed and not all_valid:
                     break  # a NULL moved the next length: gather it where it is
                 base += width
-        if not np.array_equal(position, ends):
-            raise self._framing()
-        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        return position, arrays
 
 
 def bytea_text(values: pa.Array) -> pa.Array:
