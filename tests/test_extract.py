@@ -284,13 +284,6 @@ def test_a_value_without_an_exact_type_publishes_nothing(
     assert not any(p.is_file() for p in tables.rglob("*")) if tables.exists() else True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services/retyping.py rewrites every dataset's decimal columns of a scale other "
-    "than 2 or 10 (and floats) to decimal(18,10) under the dataset's lock; a raw extract's "
-    "numeric(10,6) is the source's type, not an earlier version's: retyping should skip the "
-    "dataset `tables` (outside this work's files; see the report)",
-)
 def test_a_later_run_leaves_an_extract_s_types_alone(
     cli: CliRunner, cli_env: dict[str, str], runtime_dir: Path
 ) -> None:
@@ -306,12 +299,6 @@ def test_a_later_run_leaves_an_extract_s_types_alone(
     assert pq.read_schema(path).field("interest_rate_apr").type == pa.decimal128(10, 6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services/health.py counts a run dated after yesterday as a future run; an extract "
-    "is dated by its snapshot (today, UTC): the runtime check should skip the dataset "
-    "`tables` (outside this work's files; see the report)",
-)
 def test_an_extract_today_is_no_future_run(
     cli: CliRunner, cli_env: dict[str, str], runtime_dir: Path
 ) -> None:

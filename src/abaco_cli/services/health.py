@@ -32,7 +32,7 @@ from abaco_cli.redaction import Redactor
 from abaco_cli.runtime import journal
 from abaco_cli.runtime.inventory import dataset_dirs, exported_runs, linked_folders, newest_run
 from abaco_cli.runtime.lock import probe_locks
-from abaco_cli.runtime.tree import RuntimeTree
+from abaco_cli.runtime.tree import TABLES_DATASET, RuntimeTree
 from abaco_cli.services.run import iso, utc_now
 from abaco_cli.services.upload_state import dataset_status, destination_key
 from abaco_cli.services.verifying import (
@@ -333,10 +333,14 @@ def _runtime(ctx: _Context) -> Check:
     ]
     marked = [f"{run.dataset} as of {run.as_of_date}" for run in runs if run.marked]
     newest_day = last_complete_day(ctx.settings)
+    # an extract is dated by its snapshot's UTC day: today is its newest true date
+    newest_extract = utc_now().date()
     future = [
         f"{run.dataset} as of {run.as_of}"
         for run in runs
-        if run.successful and run.as_of is not None and run.as_of > newest_day
+        if run.successful
+        and run.as_of is not None
+        and run.as_of > (newest_extract if run.dataset == TABLES_DATASET else newest_day)
     ]
     waiting = [
         f"{dataset} as of {item.record.as_of} (run {item.record.run_id})"

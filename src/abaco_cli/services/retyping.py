@@ -30,7 +30,7 @@ from abaco_cli.runtime import files, journal
 from abaco_cli.runtime.inventory import ExportedRun, exported_runs
 from abaco_cli.runtime.journal import MIGRATE, Checkpoint, DatasetPart, Move, PublishRecord
 from abaco_cli.runtime.manifest import Column, ManifestFile, iso_time
-from abaco_cli.runtime.tree import Place, RuntimeTree
+from abaco_cli.runtime.tree import TABLES_DATASET, Place, RuntimeTree
 from abaco_cli.writers.base import BatchWriter, FileContext
 from abaco_cli.writers.registry import WRITERS
 
@@ -207,8 +207,11 @@ def retype_dataset(
     tree: RuntimeTree, dataset: str, run_id: str, checkpoint: Checkpoint
 ) -> list[tuple[Retyped, PublishRecord]]:
     """Rewrite every file of ``dataset`` that has a column of an earlier type (call under the
-    dataset's lock, after recovery and the layout migration)."""
+    dataset's lock, after recovery and the layout migration). Raw table extracts keep the
+    source's declared types (a numeric(10,6) is not an earlier version's ratio): never retyped."""
     done: list[tuple[Retyped, PublishRecord]] = []
+    if dataset == TABLES_DATASET:
+        return done
     for run in exported_runs(tree, dataset):
         found = plan(run)
         if found is None or run.manifest is None:
