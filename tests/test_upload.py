@@ -1051,3 +1051,47 @@ def test_the_demo_uploads_to_a_local_folder(tmp_path: Path) -> None:
     assert_layout(landing, expected_layout(tree, runs))
     assert f"{landing}/_control/latest/dpd.json" in done.stdout
     assert not (tmp_path / "production-landing").exists()
+
+
+# -------------------------------------------------------------- raw table extracts go up too
+
+
+def test_an_extract_uploads_with_dest_and_catches_up_after_a_failure(
+    cli: CliRunner,
+    loans: None,
+    runtime_dir: Path,
+    landing: Path,
+    fail_at: Callable[[Failure], Injected],
+) -> None:
+    """`export table --dest`: the dataset tables in the same remote layout; a failure at the
+    destination leaves the extract published and pending (exit 5), `abaco upload` finishes."""
+    injected = fail_at(lambda method, name: name.startswith("_control/manifests/"))
+    args = ("export", "table", "core_banking.loans", "--format", "parquet,csv")
+    result = invoke(cli, *args, "--dest", str(landing))
+    assert result.exit_code == 5, result.stderr
+    assert injected.failed and "Traceback" not in result.stderr
+    assert "upload to" in result.stderr.strip().splitlines()[-1]
+    (manifest,) = (runtime_dir / "exports" / "tables" / "_manifests").glob("*.manifest.json")
+    day = manifest.name.removeprefix("tables_").removesuffix(".manifest.json")
+    data = manifest_of(runtime_dir, "tables", day)
+    for entry in data["files"]:  # published locally all the same
+        assert (runtime_dir / "exports" / entry["path"]).is_file()
+    assert not [n for n in remote_objects(landing) if n.startswith("_control/")]
+    record = end_record(runtime_dir, "export table")
+    assert (record["event"], record["exit_code"]) == ("FAIL", 5)
+    assert record["arguments"]["destination"] == str(landing)
+    assert runs_at(runtime_dir, "tables", landing)[day]["status"] == "pending"
+
+    injected.heal()
+    code, payload = upload_json(cli, "--dest", str(landing))
+    assert code == 0, payload
+    assert_layout(landing, expected_layout(runtime_dir, [("tables", day)]))
+    assert f"exports/tables/core_banking.loans/as_of_date={day}/tables_core_banking.loans_{day}.parquet" in remote_objects(landing)  # fmt: skip
+    assert runs_at(runtime_dir, "tables", landing)[day]["status"] == "uploaded"
+
+    again = invoke(cli, *args, "--dest", str(landing), "--json")  # a second extract: exit 0
+    assert again.exit_code == 0, again.stderr
+    assert json.loads(again.stdout)["upload"]["status"] == "uploaded"
+    first = f"_control/manifests/tables/tables_{day}.{data['run_id']}.manifest.json"
+    expected = expected_layout(runtime_dir, [("tables", day)]) | {first: "*"}  # kept: history
+    assert_layout(landing, expected)

@@ -407,6 +407,12 @@ def _render_results(
     )
     for result in results:
         console.info(f"manifest: {result.manifest_path}")
+    print_upload(results)
+
+
+def print_upload(results: list[ExportResult]) -> None:
+    """One line on what the upload of the run sent (nothing when it had no destination or the
+    upload is pending: the error says that)."""
     outcome = next((r.upload for r in results if r.upload is not None), None)
     if outcome is not None and not outcome.pending:
         sent = sum(r.files for r in outcome.runs)

@@ -9,10 +9,22 @@ import typer
 
 from abaco_cli.cli import console
 from abaco_cli.cli.common import human_bytes, state
-from abaco_cli.cli.export import AsJson, DryRun, ReplaceFormats, _ProgressRenderer, app
+from abaco_cli.cli.export import (
+    AsJson,
+    Dest,
+    DryRun,
+    ReplaceFormats,
+    _ProgressRenderer,
+    app,
+    print_upload,
+    upload_payload,
+)
 from abaco_cli.cli.export import result_payload as export_payload
 from abaco_cli.cli.params import complete_each, metavar
+from abaco_cli.errors import ExitCode, UploadPendingError
+from abaco_cli.services.exporting import ExportResult
 from abaco_cli.services.extracting import ExtractPlan, extract_tables, plan_extract
+from abaco_cli.services.upload_state import destination_key
 from abaco_cli.writers.registry import WRITERS, parse_formats
 
 DEFAULT_FORMATS = "parquet"
@@ -90,26 +102,42 @@ def export_table(
     replace_formats: ReplaceFormats = False,
     dry_run: DryRun = False,
     as_json: AsJson = False,
+    dest: Dest = None,
 ) -> None:
     app_state = state(ctx)
     settings = app_state.settings()
     chosen = parse_formats(formats if formats is not None else DEFAULT_FORMATS)
+    target = dest if dest is not None else settings.upload.destination
     if dry_run:
         _print_plan(plan_extract(settings, tables, chosen), as_json)
+        if target is not None and not as_json:
+            console.info(f"then the run would be uploaded to {destination_key(target)}")
         return
     run = app_state.run("export table", settings)
+    pending: UploadPendingError | None = None
     with console.progress_bar() as bar:
-        result = extract_tables(
-            run,
-            tables,
-            chosen,
-            snapshot_id=snapshot,
-            replace_formats=replace_formats,
-            progress=_ProgressRenderer(bar),
-        )
-    exports_root = str(settings.exports_dir)
+        try:
+            result = extract_tables(
+                run,
+                tables,
+                chosen,
+                snapshot_id=snapshot,
+                replace_formats=replace_formats,
+                progress=_ProgressRenderer(bar),
+                upload_to=target,
+                upload_progress=console.info,
+            )
+        except UploadPendingError as exc:  # extracted and published; the upload is pending
+            result, pending = exc.results[0], exc
+    _render(result, str(settings.exports_dir), as_json)
+    if pending is not None:
+        console.error(pending)
+        raise typer.Exit(int(ExitCode.UPLOAD_PENDING))
+
+
+def _render(result: ExportResult, exports_root: str, as_json: bool) -> None:
     if as_json:
-        console.emit_json(export_payload(result, exports_root))
+        console.emit_json(export_payload(result, exports_root) | upload_payload([result]))
         return
     console.table(
         f"tables as of {result.as_of}: run {result.run_id}",
@@ -127,3 +155,4 @@ def export_table(
         ],
     )
     console.info(f"manifest: {result.manifest_path}")
+    print_upload([result])

@@ -164,7 +164,7 @@ def export_datasets(
         ):
             _export(run, specs, as_of_dates, formats, replace_formats, progress, results)
             if target is not None:
-                outcome = _upload(run, results, target, upload_progress)
+                outcome = upload_results(run, results, target, upload_progress)
         succeeded = True
     finally:
         run.metrics(_export_metrics(run.settings, specs, results, clock, succeeded))
@@ -175,7 +175,7 @@ def export_datasets(
     return results
 
 
-def _upload(
+def upload_results(
     run: Run,
     results: list[ExportResult],
     target: Destination,

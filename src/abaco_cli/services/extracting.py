@@ -17,7 +17,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
@@ -35,11 +35,11 @@ from abaco_cli.db.contract import CONTRACT
 from abaco_cli.db.pgbinary import bytea_text
 from abaco_cli.db.snapshot import export_snapshot, snapshot_time
 from abaco_cli.db.table_parquet import TableParquetWriter
-from abaco_cli.errors import UsageError, WriteError
+from abaco_cli.errors import UploadPendingError, UsageError, WriteError
 from abaco_cli.redaction import Redactor
 from abaco_cli.runtime import files
 from abaco_cli.runtime.tree import TABLES_DATASET, Place, RuntimeTree
-from abaco_cli.services.exporting import ExportResult, publish_date
+from abaco_cli.services.exporting import ExportResult, publish_date, upload_results
 from abaco_cli.services.run import Run, iso
 from abaco_cli.services.staging import (
     DatasetRun,
@@ -50,7 +50,9 @@ from abaco_cli.services.staging import (
     discard,
     notify,
 )
+from abaco_cli.services.uploading import UploadOutcome, pending_message
 from abaco_cli.settings import Settings
+from abaco_cli.storage import open_destination
 from abaco_cli.writers.base import BatchWriter, FileContext
 from abaco_cli.writers.registry import WRITERS
 
@@ -363,16 +365,22 @@ def extract_tables(
     snapshot_id: str | None = None,
     replace_formats: bool = False,
     progress: ProgressCallback | None = None,
+    upload_to: str | None = None,
+    upload_progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Extract the tables (allow-listed columns only) in one snapshot, or in the exported
-    ``snapshot_id`` given, and publish them as one date of the dataset ``tables``.
+    ``snapshot_id`` given, and publish them as one date of the dataset ``tables``; with
+    ``upload_to`` the run is then uploaded there (UploadPendingError, exit 5, when that does
+    not finish: the extract stays published and pending).
 
     The audit log gets START first (a refused table is recorded too) and COMPLETE or FAIL at
     the end; the lock of ``tables`` is held meanwhile (an interrupted publish is finished
     first). Transient source failures are retried with a new snapshot.
     """
+    target = open_destination(upload_to, run.settings) if upload_to else None  # checked first
     clock = time.monotonic()
     succeeded = False
+    outcome: UploadOutcome | None = None
     try:
         with run.audited(
             arguments={
@@ -380,6 +388,7 @@ def extract_tables(
                 "formats": list(formats),
                 "snapshot": snapshot_id is not None,
                 "replace_formats": replace_formats,
+                **({"destination": target.url} if target is not None else {}),
             },
             datasets=[TABLES_DATASET],
         ) as audit:
@@ -412,6 +421,8 @@ def extract_tables(
                 progress,
                 ExportEvent("published", f"published {len(extracted.staged)} files"),
             )
+            if target is not None:
+                outcome = upload_results(run, results, target, upload_progress)
         succeeded = True
     finally:
         update = metrics.MetricsUpdate()
@@ -420,5 +431,9 @@ def extract_tables(
             "abaco_runs_total", command="export", status="success" if succeeded else "failure"
         )
         run.metrics(update)
+        if target is not None:
+            target.close()
         log.debug("extract took %.1f s", time.monotonic() - clock)
+    if outcome is not None and outcome.pending:
+        raise UploadPendingError(pending_message(outcome), results=results)
     return results[0]
