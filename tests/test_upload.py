@@ -1086,7 +1086,8 @@ def test_an_extract_uploads_with_dest_and_catches_up_after_a_failure(
     code, payload = upload_json(cli, "--dest", str(landing))
     assert code == 0, payload
     assert_layout(landing, expected_layout(runtime_dir, [("tables", day)]))
-    assert f"exports/tables/core_banking.loans/as_of_date={day}/tables_core_banking.loans_{day}.parquet" in remote_objects(landing)  # fmt: skip
+    folder = f"exports/tables/core_banking.loans/as_of_date={day}"
+    assert f"{folder}/tables_core_banking.loans_{day}.parquet" in remote_objects(landing)
     assert runs_at(runtime_dir, "tables", landing)[day]["status"] == "uploaded"
 
     again = invoke(cli, *args, "--dest", str(landing), "--json")  # a second extract: exit 0
