@@ -185,8 +185,8 @@ app.add_typer(config.app, name="config")
 app.command("demo")(demo.demo_command)
 app.add_typer(audit.app, name="audit")
 app.command("prune")(prune.prune_command)
-app.command("healthcheck")(health.healthcheck_command)
-app.command("migrate-tree")(migrate.migrate_tree_command)
+app.command("healthcheck", help=health.HEALTHCHECK_HELP)(health.healthcheck_command)
+app.command("migrate-tree", help=migrate.MIGRATE_HELP)(migrate.migrate_tree_command)
 app.add_typer(upload.app, name="upload")
 
 

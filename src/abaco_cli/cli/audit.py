@@ -112,7 +112,12 @@ def show_command(
             )
 
 
-@app.command("verify")
+@app.command(
+    "verify",
+    help="Recompute the hash chain, re-hash every exported file, tie every manifest to the "
+    "audit trail (with --remote: the destination's objects against the manifests); exit 1 on "
+    "any problem.",
+)
 def verify_command(
     ctx: typer.Context,
     against_sink: Annotated[
@@ -142,8 +147,6 @@ def verify_command(
     ] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Recompute the hash chain, re-hash every exported file, tie every manifest to the audit
-    trail; exit 1 on any problem."""
     if dest is not None and not remote:
         raise UsageError("--dest goes with --remote")
     result = verify_audit(
@@ -182,7 +185,11 @@ def verify_command(
         raise typer.Exit(int(ExitCode.FAILED))
 
 
-@app.command("record-restore")
+@app.command(
+    "record-restore",
+    help="Record in the audit trail that a run's manifest and files were restored by hand (the "
+    "restore runbook), after checking that every file matches the manifest.",
+)
 def record_restore_command(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Option("--dataset", help="The dataset of the restored run.")],
@@ -193,8 +200,6 @@ def record_restore_command(
         str, typer.Option("--reason", help="Why it was restored (kept in the record).")
     ] = "restored from the bucket",
 ) -> None:
-    """Record in the audit trail that a run's manifest and files were restored by hand (the
-    restore runbook), after checking that every file matches the manifest."""
     day = parse_date(as_of, "--as-of")
     manifest = record_restore(state(ctx).run("audit record-restore"), dataset, day, reason)
     console.info(

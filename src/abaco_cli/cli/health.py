@@ -12,6 +12,13 @@ from abaco_cli.cli.params import complete_each, metavar
 from abaco_cli.errors import AbacoError, ConfigurationError
 from abaco_cli.services.health import CHECKS, State, parse_checks, run_healthcheck
 
+HEALTHCHECK_HELP = (
+    "Check configuration, database, contract, freshness, data quality, runtime tree, disk, "
+    "audit trail, audit sink, locks and uploads.\n\n"
+    "A terminal gets a table, --json a report, anything else one line such as "
+    "`ABACO OK - ...`. Exit code: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."
+)
+
 
 def healthcheck_command(
     ctx: typer.Context,
@@ -27,12 +34,8 @@ def healthcheck_command(
         ),
     ] = None,
 ) -> None:
-    """Check configuration, database, contract, freshness, runtime tree, disk, audit trail,
-    audit sink and locks.
-
-    A terminal gets a table, --json a report, anything else one line such as
-    `ABACO OK - ...`. Exit code: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
-    """
+    """Check configuration, database, contract, freshness, data quality, runtime tree, disk,
+    audit trail, audit sink, locks and uploads (the help text is HEALTHCHECK_HELP)."""
     try:
         chosen = parse_checks(check)
     except ValueError as exc:  # the plugin convention: UNKNOWN (3), not a usage error (2)

@@ -10,6 +10,13 @@ from abaco_cli.cli import console
 from abaco_cli.cli.common import state
 from abaco_cli.services.migrating import migrate_tree
 
+MIGRATE_HELP = (
+    "Move CSV and JSON files out of the Parquet table folders into <table>.csv/ and "
+    "<table>.json/, and rewrite files of an earlier version with this version's column types "
+    "(ratios as decimal(18,10)), their manifests with them. Every export and prune of a "
+    "dataset does this for that dataset on its own; this does it for all, now."
+)
+
 
 def migrate_tree_command(
     ctx: typer.Context,
@@ -18,10 +25,7 @@ def migrate_tree_command(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Move CSV and JSON files out of the Parquet table folders into <table>.csv/ and
-    <table>.json/, and rewrite files of an earlier version with this version's column types
-    (ratios as decimal(18,10)), their manifests with them. Every export and prune of a dataset
-    does this for that dataset on its own; this does it for all, now."""
+    """Move a tree to this version's layout and types (the help text is MIGRATE_HELP)."""
     result = migrate_tree(state(ctx).run("migrate-tree"), dry_run=dry_run)
     if as_json:
         console.emit_json(

@@ -182,14 +182,16 @@ def _render(result: UploadResult) -> None:
         )
 
 
-@app.command("status")
+@app.command(
+    "status",
+    help="Per dataset: the runs pending upload (and why), the last upload, and the lag (the "
+    "age of the oldest pending run). Reads the local tree and the upload state only.",
+)
 def status_command(
     ctx: typer.Context,
     dest: Dest = None,
     as_json: AsJson = False,
 ) -> None:
-    """Per dataset: the runs pending upload (and why), the last upload, and the lag (the age
-    of the oldest pending run). Reads the local tree and the upload state only."""
     settings = state(ctx).settings()
     url = destination_url(settings, dest)
     if url is None:
