@@ -25,6 +25,7 @@ from abaco_cli.settings import Settings
 
 ROW_GROUP_ROWS = 131072
 ROW_GROUP_BYTES = 48 << 20  # Arrow bytes buffered for one row group, at most
+SINK_BUFFER_BYTES = 8 << 20  # a Python file is written in pieces this large (fewer GIL handovers)
 DICTIONARY_SHARE = 0.05  # a text column whose first batch has at most this share of distinct values
 
 
@@ -55,7 +56,17 @@ class TableParquetWriter:
         metadata: Mapping[str, str] | None = None,
         row_group_rows: int = ROW_GROUP_ROWS,
     ) -> None:
-        self.sink = str(sink) if isinstance(sink, Path) else sink
+        self.sink: str | pa.NativeFile
+        self._buffered: pa.BufferedOutputStream | None = None
+        if isinstance(sink, str | Path):
+            self.sink = str(sink)
+        else:
+            # Parquet writes many small pieces (page headers, pages); each write to a Python
+            # file takes the GIL from the reader's threads: gather them natively first
+            self._buffered = pa.BufferedOutputStream(
+                pa.PythonFile(sink, mode="w"), buffer_size=SINK_BUFFER_BYTES
+            )
+            self.sink = self._buffered
         self.schema = schema.with_metadata(dict(metadata)) if metadata else schema
         self.row_group_rows = row_group_rows
         self.rows = 0
@@ -98,6 +109,8 @@ class TableParquetWriter:
             self._writer = self._open(())
         self._flush()
         self._writer.close()
+        if self._buffered is not None:
+            self._buffered.flush()  # into the Python file, which the caller closes
 
 
 @dataclass(frozen=True)
