@@ -11,6 +11,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -24,7 +29,7 @@ from typer.testing import CliRunner
 
 from abaco_cli.db.contract import CONTRACT
 from tests.conftest import invoke, read_parquet_export
-from tests.ops import manifest_path, read_records
+from tests.ops import manifest_path, read_records, run_abaco
 
 LOAN_TYPES = {
     "loan_id": pa.string(),
@@ -326,3 +331,53 @@ def test_extract_table_reads_with_the_reader_in_one_snapshot_for_every_table(
 
 def _csv_rows(text: str) -> list[list[str]]:
     return list(csv.reader(io.StringIO(text)))
+
+
+def test_an_extract_killed_mid_read_leaves_the_last_one_and_the_next_run_cleans_up(
+    cli_env: dict[str, str], runtime_dir: Path, db_conninfo: str, tmp_path: Path
+) -> None:
+    """kill -9 while the reader streams into its temporary file: the date's published extract
+    and manifest stay the previous run's (audit verify intact), and the next run of the
+    dataset removes the temporary file the killed one left."""
+    with psycopg.connect(db_conninfo, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE public.big AS SELECT g::bigint AS id, (g % 1000)::numeric(18,2) AS "
+            "amount, md5(g::text) AS note FROM generate_series(1, 1500000) g"
+        )
+        conn.execute("VACUUM ANALYZE public.big")
+    env = {**cli_env, "ABACO_EXTRACT__TABLES": json.dumps({"public.big": ["id", "amount", "note"]})}
+    first = run_abaco(["export", "table", "public.big"], env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    day = the_day(runtime_dir)
+    manifest = manifest_path(runtime_dir, "tables", day)
+    before = manifest.read_bytes()
+    folder = runtime_dir / "exports" / "tables" / "public.big"
+    published = folder / f"as_of_date={day}" / f"tables_public.big_{day}.parquet"
+    data_before = published.read_bytes()
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ABACO_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "abaco_cli", "export", "table", "public.big"],
+        env={**clean, **env}, cwd=tmp_path,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    temps: list[Path] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        temps = [p for p in folder.rglob(".*.tmp") if p.stat().st_size > 0]
+        if temps:
+            break
+        time.sleep(0.005)
+    assert temps and proc.poll() is None, "the extract finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    assert manifest.read_bytes() == before and published.read_bytes() == data_before
+    verify = run_abaco(["audit", "verify", "--json"], env, tmp_path)
+    assert verify.returncode == 0, verify.stdout
+    assert any(p.exists() for p in temps)  # left by the killed run ...
+    again = run_abaco(["export", "table", "public.big"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert not list((runtime_dir / "exports").rglob("*.tmp*"))  # ... and swept by the next
+    assert pq.read_metadata(published).num_rows == 1_500_000
+    assert run_abaco(["audit", "verify"], env, tmp_path).returncode == 0
