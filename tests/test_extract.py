@@ -333,19 +333,47 @@ def _csv_rows(text: str) -> list[list[str]]:
     return list(csv.reader(io.StringIO(text)))
 
 
+def big_table(dsn: str, cli_env: dict[str, str]) -> dict[str, str]:
+    """public.big, 1,500,000 rows (long enough to act while it is read), allow-listed."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE public.big AS SELECT g::bigint AS id, (g % 1000)::numeric(18,2) AS "
+            "amount, md5(g::text) AS note FROM generate_series(1, 1500000) g"
+        )
+        conn.execute("VACUUM ANALYZE public.big")
+    return {
+        **cli_env,
+        "ABACO_EXTRACT__TABLES": json.dumps({"public.big": ["id", "amount", "note"]}),
+    }
+
+
+def extract_started(
+    env: dict[str, str], cwd: Path, folder: Path
+) -> tuple[subprocess.Popen[bytes], list[Path]]:
+    """A real `export table public.big`, once it has written into its temporary file."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ABACO_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "abaco_cli", "export", "table", "public.big"],
+        env={**clean, **env}, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    temps: list[Path] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        temps = [p for p in folder.rglob(".*.tmp") if p.stat().st_size > 0]
+        if temps:
+            break
+        time.sleep(0.005)
+    assert temps and proc.poll() is None, "the extract finished before it could be stopped"
+    return proc, temps
+
+
 def test_an_extract_killed_mid_read_leaves_the_last_one_and_the_next_run_cleans_up(
     cli_env: dict[str, str], runtime_dir: Path, db_conninfo: str, tmp_path: Path
 ) -> None:
     """kill -9 while the reader streams into its temporary file: the date's published extract
     and manifest stay the previous run's (audit verify intact), and the next run of the
     dataset removes the temporary file the killed one left."""
-    with psycopg.connect(db_conninfo, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE public.big AS SELECT g::bigint AS id, (g % 1000)::numeric(18,2) AS "
-            "amount, md5(g::text) AS note FROM generate_series(1, 1500000) g"
-        )
-        conn.execute("VACUUM ANALYZE public.big")
-    env = {**cli_env, "ABACO_EXTRACT__TABLES": json.dumps({"public.big": ["id", "amount", "note"]})}
+    env = big_table(db_conninfo, cli_env)
     first = run_abaco(["export", "table", "public.big"], env, tmp_path)
     assert first.returncode == 0, first.stderr
     day = the_day(runtime_dir)
@@ -355,20 +383,7 @@ def test_an_extract_killed_mid_read_leaves_the_last_one_and_the_next_run_cleans_
     published = folder / f"as_of_date={day}" / f"tables_public.big_{day}.parquet"
     data_before = published.read_bytes()
 
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("ABACO_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "abaco_cli", "export", "table", "public.big"],
-        env={**clean, **env}, cwd=tmp_path,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    temps: list[Path] = []
-    while time.monotonic() < deadline and proc.poll() is None:
-        temps = [p for p in folder.rglob(".*.tmp") if p.stat().st_size > 0]
-        if temps:
-            break
-        time.sleep(0.005)
-    assert temps and proc.poll() is None, "the extract finished before it could be killed"
+    proc, temps = extract_started(env, tmp_path, folder)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
 
@@ -380,4 +395,30 @@ def test_an_extract_killed_mid_read_leaves_the_last_one_and_the_next_run_cleans_
     assert again.returncode == 0, again.stderr
     assert not list((runtime_dir / "exports").rglob("*.tmp*"))  # ... and swept by the next
     assert pq.read_metadata(published).num_rows == 1_500_000
+    assert run_abaco(["audit", "verify"], env, tmp_path).returncode == 0
+
+
+def test_a_database_restart_under_an_extract_is_retried_in_a_new_snapshot(
+    cli_env: dict[str, str], runtime_dir: Path, db_conninfo: str, tmp_path: Path
+) -> None:
+    """The server ends the reader's connections mid-read (what a restart does): the attempt's
+    files are discarded, the extract is read again in a new snapshot and published whole."""
+    env = big_table(db_conninfo, cli_env)
+    folder = runtime_dir / "exports" / "tables" / "public.big"
+    folder.mkdir(parents=True)
+    proc, _ = extract_started(env, tmp_path, folder)
+    with psycopg.connect(db_conninfo, autocommit=True) as conn:
+        ended = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND query LIKE 'COPY%'"
+        ).fetchone()
+    assert ended is not None and ended[0] >= 1
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    assert "retrying" in err.decode()
+    day = the_day(runtime_dir)
+    published = folder / f"as_of_date={day}" / f"tables_public.big_{day}.parquet"
+    assert pq.read_metadata(published).num_rows == 1_500_000
+    assert not list((runtime_dir / "exports").rglob("*.tmp*"))
     assert run_abaco(["audit", "verify"], env, tmp_path).returncode == 0
