@@ -11,12 +11,12 @@ LOCK_FLAGS = --quiet --generate-hashes --universal --python-version 3.11 \
 	$(if $(UPGRADE),--upgrade) $(foreach p,$(UPGRADE_PACKAGE),--upgrade-package $(p))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock audit-deps postgres demo test lint format bench bench-all bench-table \
+.PHONY: help install lock audit-deps postgres demo test lint format bench bench-all bench-table bench-upload \
 	clean check-deploy \
 	install-units install-cron
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 # Every dependency (and pip, setuptools, wheel) from the dev lock, each file checked against its
 # sha256; then abaco itself, editable, with nothing else (--no-deps) and no build download
@@ -67,6 +67,9 @@ bench-all: install postgres ## Every dataset, export all and a 12-month kpi back
 
 bench-table: install postgres ## A ROWS-row table (default 5,000,000) into Parquet: abaco vs DuckDB, ConnectorX, pandas, psql
 	$(BIN)/python benchmarks/bench_table.py --rows $(ROWS)
+
+bench-upload: install postgres ## abaco upload of a LOANS-loan export all to a folder, moto S3, the GCS emulator
+	$(BIN)/python benchmarks/bench_upload.py --loans $(LOANS)
 
 check-deploy: install ## Units, cron, install script, Terraform and runbooks: tests, then fmt + checkov
 	$(BIN)/python -m pytest -q tests/test_deploy.py tests/test_terraform.py tests/test_runbooks.py
