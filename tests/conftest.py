@@ -162,9 +162,9 @@ def invoke(runner: CliRunner, *args: str) -> Any:
 
 
 # ------------------------------------------------------------------- destinations (storage)
-# The same servers as tests/test_storage.py starts for itself (that module's own fixtures of
-# these names take precedence there): moto's S3 and gcp-storage-emulator on free local ports,
-# each with the bucket CLOUD_BUCKET; cloud_env gives fake AWS credentials that must never show.
+# For tests/test_storage.py and tests/test_upload.py: moto's S3 and gcp-storage-emulator on free
+# local ports, each with the bucket CLOUD_BUCKET, once a session; cloud_env gives fake AWS
+# credentials that must never show.
 
 CLOUD_BUCKET = "abaco-storage-test"
 FAKE_AWS_KEY_ID = "AKIAFAKE0UPLOAD00KEY"

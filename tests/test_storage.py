@@ -23,8 +23,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-from gcp_storage_emulator.server import create_server
-from moto.server import ThreadedMotoServer
 
 from abaco_cli.errors import ConfigurationError, ExitCode, UsageError
 from abaco_cli.redaction import Redactor
@@ -43,67 +41,21 @@ from abaco_cli.storage import (
 from abaco_cli.storage.base import Payload, RetryPolicy, Scrubber
 from abaco_cli.storage.remote import PutRequest, RemoteDestination
 from abaco_cli.storage.s3 import S3Destination
+from tests.conftest import CLOUD_BUCKET, FAKE_AWS_KEY_ID, FAKE_AWS_SECRET, free_port
 
-BUCKET = "abaco-storage-test"
-FAKE_KEY_ID = "AKIAFAKE0STORAGE0KEY"
-FAKE_SECRET = "SECRETFAKE0storage0secret0never0shown00"
 NO_PRECONDITIONS = (
     "gcp-storage-emulator ignores ifGenerationMatch (no preconditions): create-only and "
     "compare-and-swap losing are covered by the folder and S3 (moto) backends"
 )
 MiB = 1024 * 1024
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+# the servers (moto_endpoint, gcs_endpoint) and cloud_env are the suite's, in conftest.py
+BUCKET = CLOUD_BUCKET
+FAKE_KEY_ID = FAKE_AWS_KEY_ID
+FAKE_SECRET = FAKE_AWS_SECRET
 
 
 def _closed_port() -> int:
-    return _free_port()  # bound and released: nothing listens there
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """moto's S3 on a free local port, with the suite's bucket."""
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    admin = boto3.session.Session().client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="admin",
-        aws_secret_access_key="admin",  # moto accepts any key
-    )
-    admin.create_bucket(Bucket=BUCKET)
-    yield endpoint
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def gcs_endpoint() -> Iterator[str]:
-    """gcp-storage-emulator in this process on a free local port, with the suite's bucket."""
-    port = _free_port()
-    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def cloud_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Fake AWS credentials that must never be shown, and no other cloud configuration."""
-    for key in list(os.environ):
-        if key.startswith(("AWS_", "ABACO_UPLOAD", "GOOGLE_", "STORAGE_EMULATOR")):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_KEY_ID)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return free_port()  # bound and released: nothing listens there
 
 
 def _settings(tmp_path: Path, **upload: object) -> Settings:

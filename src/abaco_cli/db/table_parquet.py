@@ -25,7 +25,7 @@ from abaco_cli.settings import Settings
 
 ROW_GROUP_ROWS = 131072
 ROW_GROUP_BYTES = 48 << 20  # Arrow bytes buffered for one row group, at most
-SINK_BUFFER_BYTES = 8 << 20  # a Python file is written in pieces this large (fewer GIL handovers)
+SINK_BUFFER_BYTES = 1 << 20  # a Python file is written in pieces this large (fewer GIL handovers)
 DICTIONARY_SHARE = 0.05  # a text column whose first batch has at most this share of distinct values
 
 
