@@ -309,9 +309,12 @@ def test_an_extract_today_is_no_future_run(
 ) -> None:
     seed(cli, 20)
     assert extract(cli, "core_banking.loans").exit_code == 0
-    result = invoke(cli, "healthcheck", "--check", "runtime", "--json")
+    result = invoke(cli, "healthcheck", "--check", "runtime,audit", "--json")
     report = json.loads(result.stdout)
-    assert "future_runs" not in json.dumps(report), report
+    assert "future_run" not in json.dumps(report), report
+    verify = invoke(cli, "audit", "verify", "--json")
+    assert verify.exit_code == 0, verify.stdout
+    assert "future_run" not in verify.stdout, verify.stdout
 
 
 def test_extract_table_reads_with_the_reader_in_one_snapshot_for_every_table(

@@ -8,10 +8,11 @@ the latest pointers; they are refused unless ``--allow-future`` says the caller 
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from abaco_cli.errors import UsageError
+from abaco_cli.runtime.tree import TABLES_DATASET
 from abaco_cli.settings import Settings
 
 
@@ -20,6 +21,14 @@ def last_complete_day(settings: Settings, now: datetime | None = None) -> date:
     zone = ZoneInfo(settings.business_timezone)
     moment = now.astimezone(zone) if now is not None else datetime.now(zone)
     return moment.date() - timedelta(days=1)
+
+
+def newest_true_day(settings: Settings, dataset: str, now: datetime | None = None) -> date:
+    """The newest as-of date a run of ``dataset`` can truly have: yesterday in the business
+    time zone, except for raw table extracts (dated by their snapshot's UTC day: today)."""
+    if dataset == TABLES_DATASET:
+        return (now or datetime.now(UTC)).astimezone(UTC).date()
+    return last_complete_day(settings, now)
 
 
 def default_as_of(settings: Settings) -> date:

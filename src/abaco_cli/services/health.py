@@ -22,7 +22,7 @@ import psycopg
 from abaco_cli import metrics
 from abaco_cli.audit.recorder import audit_log_path
 from abaco_cli.datasets import REGISTRY
-from abaco_cli.dates import last_complete_day
+from abaco_cli.dates import newest_true_day
 from abaco_cli.db.classify import classify
 from abaco_cli.db.connect import Connection, connect
 from abaco_cli.db.contract import check_contract
@@ -32,7 +32,7 @@ from abaco_cli.redaction import Redactor
 from abaco_cli.runtime import journal
 from abaco_cli.runtime.inventory import dataset_dirs, exported_runs, linked_folders, newest_run
 from abaco_cli.runtime.lock import probe_locks
-from abaco_cli.runtime.tree import TABLES_DATASET, RuntimeTree
+from abaco_cli.runtime.tree import RuntimeTree
 from abaco_cli.services.run import iso, utc_now
 from abaco_cli.services.upload_state import dataset_status, destination_key
 from abaco_cli.services.verifying import (
@@ -332,15 +332,12 @@ def _runtime(ctx: _Context) -> Check:
         run for folder in dataset_dirs(ctx.tree) for run in exported_runs(ctx.tree, folder.name)
     ]
     marked = [f"{run.dataset} as of {run.as_of_date}" for run in runs if run.marked]
-    newest_day = last_complete_day(ctx.settings)
-    # an extract is dated by its snapshot's UTC day: today is its newest true date
-    newest_extract = utc_now().date()
     future = [
         f"{run.dataset} as of {run.as_of}"
         for run in runs
         if run.successful
         and run.as_of is not None
-        and run.as_of > (newest_extract if run.dataset == TABLES_DATASET else newest_day)
+        and run.as_of > newest_true_day(ctx.settings, run.dataset)
     ]
     waiting = [
         f"{dataset} as of {item.record.as_of} (run {item.record.run_id})"
@@ -413,8 +410,8 @@ def _audit(ctx: _Context) -> Check:
     chain_broken = bool(problems)
     waiting, journal_problems = pending_publishes(ctx.tree)
     problems += journal_problems
-    newest_day = last_complete_day(ctx.settings)
     for folder in dataset_dirs(ctx.tree):
+        newest_day = newest_true_day(ctx.settings, folder.name)
         outcome = check_dataset(ctx.tree, folder.name, trail, waiting, newest_day, hash_files=False)
         problems += outcome.problems
     if problems:

@@ -31,7 +31,7 @@ from abaco_cli.audit import sink
 from abaco_cli.audit.actor import host_id
 from abaco_cli.audit.chain import check_chain, first_seq
 from abaco_cli.audit.recorder import audit_log, sink_conninfo
-from abaco_cli.dates import last_complete_day
+from abaco_cli.dates import newest_true_day
 from abaco_cli.errors import AbacoError, LockedError, UnsafePathError
 from abaco_cli.redaction import Redactor
 from abaco_cli.runtime import files, journal
@@ -404,9 +404,9 @@ def verify_audit(
             )
         )
     tree = RuntimeTree.at(settings.runtime_dir)
-    newest_day = last_complete_day(settings)
     for folder in dataset_dirs(tree):
         dataset = folder.name
+        newest_day = newest_true_day(settings, dataset)
         if progress is not None:
             progress(f"checking {dataset}")
         waiting, _ = pending_publishes(tree)
