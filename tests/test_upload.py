@@ -657,6 +657,18 @@ def test_audit_verify_remote_finds_a_deleted_and_a_modified_object(
     assert kinds["remote_manifest_missing"] == manifest
     assert kinds["remote_dangling_latest"] == "_control/latest/dpd.json"
 
+    # the repair: `abaco upload` trusts its record; `--again` sends what is missing or changed
+    nothing = invoke(cli, "upload", "--dest", str(landing))
+    assert nothing.exit_code == 0 and "nothing to upload" in nothing.stderr
+    code, payload = upload_json(cli, "--dest", str(landing), "--again")
+    assert code == 0, payload
+    (run,) = payload["datasets"][0]["runs"]
+    assert (run["status"], run["files"], run["skipped"]) == ("uploaded", 2, files - 2)
+    assert_layout(landing, expected_layout(runtime_dir, [("dpd", DAY)]))
+    fixed = invoke(cli, "audit", "verify", "--remote", "--dest", str(landing))
+    assert fixed.exit_code == 0, fixed.stdout + fixed.stderr
+    assert end_record(runtime_dir, "upload")["arguments"]["again"] is True
+
     no_dest = invoke(cli, "audit", "verify", "--remote", "--json")
     assert no_dest.exit_code == 1
     assert [p["kind"] for p in json.loads(no_dest.stdout)["problems"]] == ["no_destination"]

@@ -71,6 +71,16 @@ def upload_command(
         bool,
         typer.Option("--dry-run", help="List what would be uploaded; send and record nothing."),
     ] = False,
+    again: Annotated[
+        bool,
+        typer.Option(
+            "--again",
+            help="Also the runs recorded as uploaded: what is missing or different at the "
+            "destination is sent again (objects there with the same checksum are skipped), a "
+            "missing manifest created, the pointer moved. For what `abaco audit verify "
+            "--remote` reports (runbooks/upload-pending.md).",
+        ),
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
     """Upload every successful run not yet uploaded (pending, or never recorded and missing
@@ -88,6 +98,7 @@ def upload_command(
         dataset=dataset,
         since=window,
         dry_run=dry_run,
+        again=again,
         progress=console.info,
     )
     if as_json:

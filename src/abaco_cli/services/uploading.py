@@ -751,11 +751,14 @@ def _upload_dataset(
     wait_seconds: float,
     passes: int,
     export: bool = False,
+    again: bool = False,
 ) -> DatasetUpload:
     """Upload the selected runs of one dataset, oldest first, under its upload lock; then
     follow the local pointer. A transient failure stops the dataset (``transient``); a
     permanent one leaves that run pending and goes on. ``export``: the runs an export just
-    published (its journal is still there; none of them can be in the destination yet)."""
+    published (its journal is still there; none of them can be in the destination yet).
+    ``again``: the selected runs recorded as uploaded are sent once more (what is there with
+    the same checksum is skipped), for objects deleted or changed at the destination."""
     outcome = DatasetUpload(dataset)
     with upload_lock(s.run, dataset, wait_seconds):
         sweep_state_temps(s.tree, dataset)
@@ -774,7 +777,7 @@ def _upload_dataset(
                 todo = [
                     r
                     for r in candidates
-                    if not dest.uploaded(r) and (r.as_of, r.run_id) not in attempted
+                    if (again or not dest.uploaded(r)) and (r.as_of, r.run_id) not in attempted
                 ]
                 if not attempted:
                     outcome.already = len(candidates) - len(todo)
@@ -855,11 +858,13 @@ def upload(
     dataset: str | None = None,
     since: timedelta | None = None,
     dry_run: bool = False,
+    again: bool = False,
     progress: Progress | None = None,
 ) -> UploadResult:
     """Upload every successful run not yet uploaded (pending, or never recorded and missing
     from the destination), dataset by dataset, oldest first; idempotent. Without a destination
-    nothing happens (``destination`` None in the result)."""
+    nothing happens (``destination`` None in the result). ``again``: the runs recorded as
+    uploaded too (objects deleted or changed at the destination are sent again)."""
     url = destination_url(run.settings, destination)
     names = _datasets(run.tree, dataset)
     if url is None:
@@ -867,8 +872,8 @@ def upload(
     target = open_destination(url, run.settings)
     try:
         if dry_run:
-            return _plan(run, target, names, since, progress)
-        return _upload_audited(run, target, names, dataset, since, progress)
+            return _plan(run, target, names, since, progress, again=again)
+        return _upload_audited(run, target, names, dataset, since, progress, again=again)
     finally:
         target.close()
 
@@ -880,6 +885,8 @@ def _upload_audited(
     dataset: str | None,
     since: timedelta | None,
     progress: Progress | None,
+    *,
+    again: bool = False,
 ) -> UploadResult:
     s = _Session(run, target, progress)
     result = UploadResult(s.key, run_id=run.run_id)
@@ -891,6 +898,7 @@ def _upload_audited(
                 "destination": s.key,
                 "dataset": dataset,
                 "since": format_duration(since) if since else None,
+                "again": again,
             },
             datasets=names,
             reads_source=False,
@@ -905,6 +913,7 @@ def _upload_audited(
                         select,
                         wait_seconds=run.settings.lock_timeout_seconds,
                         passes=MAX_PASSES,
+                        again=again,
                     )
                 except LockedError as exc:
                     outcome = DatasetUpload(name, locked=exc.message)
@@ -978,6 +987,8 @@ def _plan(
     names: list[str],
     since: timedelta | None,
     progress: Progress | None,
+    *,
+    again: bool = False,
 ) -> UploadResult:
     """What an upload would send: read-only, here and in the destination."""
     s = _Session(run, target, progress)
@@ -991,10 +1002,10 @@ def _plan(
         found = {id(r) for r in record_found(s.tree, s.dest, name, dest, candidates)}
         for item in candidates:
             assert item.manifest is not None and item.as_of is not None
-            if dest.uploaded(item) and id(item) not in found:
+            if dest.uploaded(item) and id(item) not in found and not again:
                 outcome.already += 1
                 continue
-            there = id(item) in found
+            there = id(item) in found and not again
             outcome.runs.append(
                 RunUpload(
                     name,
