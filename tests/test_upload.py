@@ -13,6 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -556,9 +559,6 @@ def test_two_real_uploads_at_once_upload_each_run_once(
     for day in (EARLIER, DAY):
         assert invoke(cli, "export", "dpd", "--as-of", day).exit_code == 0
     env = {**cli_env, "ABACO_LOCK_TIMEOUT_SECONDS": "60", "ABACO_UPLOAD__DESTINATION": str(landing)}
-    import subprocess
-    import sys
-
     clean = {k: v for k, v in os.environ.items() if not k.startswith("ABACO_")}
     procs = [
         subprocess.Popen(
@@ -1108,3 +1108,44 @@ def test_an_extract_uploads_with_dest_and_catches_up_after_a_failure(
     first = f"_control/manifests/tables/tables_{day}.{data['run_id']}.manifest.json"
     expected = expected_layout(runtime_dir, [("tables", day)]) | {first: "*"}  # kept: history
     assert_layout(landing, expected)
+
+
+def test_an_upload_killed_at_any_moment_is_finished_by_the_next(
+    cli: CliRunner, cli_env: dict[str, str], runtime_dir: Path, tmp_path: Path
+) -> None:
+    """kill -9 of a real `abaco upload` part way (files sent, manifests or pointers not yet):
+    the next `abaco upload` finishes it, and the destination then matches the manifests.
+    Tries a few fresh destinations until one kill lands mid-way."""
+    assert (
+        invoke(cli, "db", "seed", "--loans", "600", "--seed", "5", "--through", DAY).exit_code == 0
+    )
+    assert invoke(cli, "export", "all", "--as-of", DAY, "--months", "0").exit_code == 0
+    datasets = ["analytics", "dpd", "kpi", "pricing"]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ABACO_")}
+    mid_way = 0
+    for attempt in range(6):
+        dest = tmp_path / f"landing-{attempt}"
+        env = {**clean, **cli_env, "ABACO_UPLOAD__DESTINATION": str(dest),
+               "ABACO_UPLOAD__PARALLEL_FILES": "1"}  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "abaco_cli", "upload"], env=env, cwd=tmp_path,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (dest / "exports").is_dir() and any((dest / "exports").rglob("*.parquet")):
+                break
+            time.sleep(0.001)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        there = remote_objects(dest) if dest.is_dir() else {}
+        pointers = [n for n in there if n.startswith("_control/latest/")]
+        mid_way += len(pointers) < len(datasets)
+        caught_up = run_abaco(["upload"], env, tmp_path)
+        assert caught_up.returncode == 0, caught_up.stderr
+        assert_layout(dest, expected_layout(runtime_dir, [(d, DAY) for d in datasets]))
+        verify = run_abaco(["audit", "verify", "--remote"], env, tmp_path)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        if mid_way >= 2:
+            break
+    assert mid_way >= 1, "no kill landed before the upload finished"
