@@ -1149,3 +1149,39 @@ def test_an_upload_killed_at_any_moment_is_finished_by_the_next(
         if mid_way >= 2:
             break
     assert mid_way >= 1, "no kill landed before the upload finished"
+
+
+def test_hostile_names_in_a_listing_are_never_deleted_nor_followed(
+    cli: CliRunner,
+    loans: None,
+    runtime_dir: Path,
+    moto_endpoint: str,
+    cloud_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Objects in a date's partition that abaco did not write (a note, a key with `..`, a
+    look-alike of a data file): a re-export's upload deletes the previous run's files only,
+    and a name that climbs out of its folder is left alone with a warning."""
+    prefix = f"hostile-{uuid.uuid4().hex[:8]}"
+    dest = f"s3://{CLOUD_BUCKET}/{prefix}"
+    monkeypatch.setenv("ABACO_UPLOAD__S3_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("ABACO_UPLOAD__S3_REGION", "us-east-1")
+    assert invoke(cli, "export", "dpd", "--as-of", DAY, "--dest", dest).exit_code == 0
+    admin = _s3_admin(moto_endpoint)
+    part = f"{prefix}/exports/dpd/loans/as_of_date={DAY}"
+    planted = [
+        f"{part}/notes.txt",
+        f"{part}/../../../../_control/manifests/dpd/dpd_{DAY}.x.manifest.json",
+        f"{part}/dpd_loans_{DAY}.parquet.bak",
+        f"{part}/sub/dpd_loans_{DAY}.parquet",
+    ]
+    for key in planted:
+        admin.put_object(Bucket=CLOUD_BUCKET, Key=key, Body=b"not abaco's")
+    add_loans_more = invoke(cli, "export", "dpd", "--as-of", DAY, "--dest", dest)
+    assert add_loans_more.exit_code == 0, add_loans_more.stderr
+    assert "Traceback" not in add_loans_more.stderr
+    found = _bucket_objects(admin, prefix + "/")
+    for key in planted:
+        assert key[len(prefix) + 1 :] in found, key  # every planted object is still there
+    verified = invoke(cli, "audit", "verify", "--remote", "--dest", dest)
+    assert verified.exit_code == 0, verified.stdout + verified.stderr

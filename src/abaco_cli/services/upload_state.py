@@ -31,7 +31,7 @@ from abaco_cli.errors import UnsafePathError, UsageError
 from abaco_cli.runtime import files, journal
 from abaco_cli.runtime.inventory import ExportedRun, exported_runs
 from abaco_cli.runtime.manifest import iso_time, parse_time
-from abaco_cli.runtime.tree import RUN_ID, Place, RuntimeTree, parse_day
+from abaco_cli.runtime.tree import DERIVED_FOLDERS, RUN_ID, Place, RuntimeTree, parse_day
 
 log = logging.getLogger("abaco.upload")
 
@@ -91,11 +91,24 @@ def parse_manifest_name(name: str, dataset: str) -> tuple[date, str] | None:
 
 def in_date(tree: RuntimeTree, name: str, dataset: str, as_of: date) -> bool:
     """Is a remote name (already checked with ``check_name``) a data file of this dataset and
-    as-of date, below ``exports/<dataset>/``? Only such objects are ever deleted."""
+    as-of date, below ``exports/<dataset>/``, named as abaco names its files
+    (``<dataset>_<table>_<D>.<format>``, ``json/<dataset>_<D>.json``)? Only such objects are
+    ever deleted: anything else someone put in a partition (a note, a copy, a ``.bak``) stays."""
     if not name.startswith(f"{EXPORTS}{dataset}/"):
         return False
     place = tree.data_place(name[len(EXPORTS) :])
-    return place is not None and place.dataset == dataset and place.as_of == as_of
+    if place is None or place.dataset != dataset or place.as_of != as_of:
+        return False
+    base = PurePosixPath(name).name
+    day = as_of.isoformat()
+    if place.table in DERIVED_FOLDERS:
+        return base == f"{dataset}_{day}.json"
+    formats = (place.folder_format,) if place.folder_format else FILE_FORMATS
+    return base in {f"{dataset}_{place.table}_{day}.{fmt}" for fmt in formats}
+
+
+# the formats a plain table folder held before one format a folder
+FILE_FORMATS = ("parquet", "csv", "json")
 
 
 def date_prefixes(dataset: str, as_of: date, folders: Iterable[str]) -> list[str]:
