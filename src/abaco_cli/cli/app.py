@@ -26,6 +26,7 @@ from abaco_cli.cli import (
     kpi,
     migrate,
     prune,
+    report,
     upload,
 )
 from abaco_cli.cli.common import AppState
@@ -188,6 +189,7 @@ app.command("prune")(prune.prune_command)
 app.command("healthcheck", help=health.HEALTHCHECK_HELP)(health.healthcheck_command)
 app.command("migrate-tree", help=migrate.MIGRATE_HELP)(migrate.migrate_tree_command)
 app.add_typer(upload.app, name="upload")
+app.command("report", help=report.REPORT_HELP)(report.report_command)
 
 
 def _version(value: bool) -> None:

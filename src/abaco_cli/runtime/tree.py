@@ -4,6 +4,7 @@ exports/<dataset>/<table>/as_of_date=<D>/<dataset>_<table>_<D>.parquet     Parqu
 exports/<dataset>/<table>.csv/as_of_date=<D>/<dataset>_<table>_<D>.csv     CSV (one format a folder)
 exports/<dataset>/<table>.json/as_of_date=<D>/<dataset>_<table>_<D>.json   JSON
 exports/<dataset>/json/<dataset>_<D>.json (and <dataset>_latest.json)       derived files (kpi)
+exports/reports/report_<D>.html (report_<D>_<chart>.png|.svg, report_latest.html)  the report
 exports/<dataset>/_manifests/<dataset>_<D>.manifest.json                  one per as-of date
 exports/<dataset>/latest.json                                             newest as-of date
 journal/<run_id>_<D>.publish.json (and .<dataset>.done)                     a publish in progress
@@ -48,9 +49,18 @@ TABLES_DATASET = "tables"
 SOURCE_TABLE_FOLDER = re.compile(
     rf"^([a-z_][a-z0-9_]{{0,62}}\.[a-z_][a-z0-9_]{{0,62}})(?:\.({'|'.join(FOLDER_FORMATS)}))?$"
 )
+# The dataset `reports` (`abaco report`): one HTML file a date and its charts as PNG and SVG,
+# side by side in the dataset's folder (report_<D>.html, report_<D>_<chart>.png|svg); its
+# stable alias report_latest.html follows the newest date, kept out of the manifests.
+REPORTS_DATASET = "reports"
+REPORT_FORMATS = ("html", "png", "svg")
+REPORT_ALIAS = "report_latest.html"
 RUN_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
 _DAY = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 _PARTITION = re.compile(rf"^as_of_date=({_DAY})$")
+_REPORT_FILE = re.compile(
+    rf"^report_({_DAY})(?:_[a-z][a-z0-9_]{{0,62}})?\.({'|'.join(REPORT_FORMATS)})$"
+)
 _DATA_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
 _MANIFEST = re.compile(rf"^([a-z][a-z0-9_]*)_({_DAY}){re.escape(MANIFEST_SUFFIX)}$")
 _JOURNAL = re.compile(
@@ -198,6 +208,9 @@ class RuntimeTree:
         """The stable ``*_latest`` copy of a derived file (``kpi/json/kpi_<D>.json`` ->
         ``kpi/json/kpi_latest.json``), or None for a file that has none."""
         place = self.data_place(self.relative(data_file))
+        if place is not None and place.dataset == REPORTS_DATASET:
+            own = f"report_{place.as_of.isoformat()}.html"
+            return data_file.with_name(REPORT_ALIAS) if data_file.name == own else None
         if place is None or place.table not in DERIVED_FOLDERS:
             return None
         suffix = data_file.name.removeprefix(f"{place.dataset}_{place.as_of.isoformat()}")
@@ -216,13 +229,18 @@ class RuntimeTree:
         folder holds files of its format only; a plain table folder held every format before
         the one-format-a-folder layout, and old manifests still name such files; in the dataset
         ``tables`` the table is the source's ``<schema>.<table>``) and
-        ``<dataset>/json/<dataset>_<D>.<ext>``; never a hidden name, a ``*latest*`` alias,
+        ``<dataset>/json/<dataset>_<D>.<ext>``, and in the dataset ``reports``
+        ``reports/report_<D>[_<chart>].(html|png|svg)``; never a hidden name, a ``*latest*`` alias,
         ``_manifests/`` or ``latest.json``.
         """
         pure = PurePosixPath(relative)
         parts = pure.parts
         if pure.is_absolute() or "\\" in relative or any(p in ("", ".", "..") for p in parts):
             return None
+        if len(parts) == 2 and parts[0] == REPORTS_DATASET:
+            report = _REPORT_FILE.match(parts[1])
+            day = parse_day(report.group(1)) if report else None
+            return DataPlace(REPORTS_DATASET, "report", day) if day is not None else None
         pattern = SOURCE_TABLE_FOLDER if parts and parts[0] == TABLES_DATASET else TABLE_FOLDER
         folder = pattern.match(parts[1]) if len(parts) >= 3 else None
         if folder is None or not NAME.match(parts[0]):
@@ -258,6 +276,8 @@ class RuntimeTree:
         if kind is Place.DATA:
             return parts[0] == "exports" and self.data_place("/".join(parts[1:])) is not None
         if kind is Place.ALIAS:
+            if len(parts) == 3 and parts[0] == "exports" and parts[1] == REPORTS_DATASET:
+                return name == REPORT_ALIAS
             return (
                 in_dataset
                 and len(parts) == 4
