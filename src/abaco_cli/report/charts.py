@@ -687,7 +687,7 @@ BUILDERS: Sequence[Builder] = (
 def build_figures(inputs: ReportInputs, catalogue: Sequence[KpiDefinition]) -> list[Figure]:
     """Every figure of the report, in its order."""
     known = {d.key: d for d in catalogue}
-    figures = [par_trend(inputs, known), balances(inputs, known), aging(inputs, known)]
+    figures = [balances(inputs, known), par_trend(inputs, known), aging(inputs, known)]
     figures += [vintage(inputs, *curve) for curve in VINTAGE_CURVES]
     figures += [b(inputs, known) for b in BUILDERS[3:]]
     return figures
