@@ -447,3 +447,24 @@ def test_the_page_in_a_real_browser(exported: Exported, tmp_path: Path) -> None:
             browser.close()
     assert problems == []
     assert requests and all(u.startswith(("file:", "data:")) for u in requests), requests
+
+
+# ------------------------------------------------------------ export all --report, the demo
+
+
+def test_export_all_then_the_report(cli: CliRunner, settings: Settings, runtime_dir: Path) -> None:
+    seed_database(Run(settings, "db seed"), loans=300, seed=5, through=DAY, replace=False)
+    result = invoke(cli, "export", "all", "--as-of", AS_OF, "--report", "--json")
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    (report,) = payload["reports"]
+    assert report["inputs"] == dict.fromkeys(
+        ("analytics", "dpd", "kpi", "pricing"), payload["run_id"]
+    )
+    assert Path(report["report"]).is_file() and report["as_of_date"] == AS_OF
+    assert (reports(runtime_dir) / "report_latest.html").is_file()
+    plain = invoke(cli, "export", "all", "--as-of", AS_OF, "--report")
+    assert plain.exit_code == 0, plain.stderr
+    assert plain.stdout.strip().splitlines()[-1] == report["report"]
+    refused = invoke(cli, "export", "all", "--from", "2025-10-01", "--to", AS_OF, "--report")
+    assert refused.exit_code == 2 and "--months" in refused.stderr

@@ -123,3 +123,6 @@ def demo_command(
     if result.stop_command:
         console.info("stop it and remove its files with:")
         console.stdout.print(result.stop_command, highlight=False, markup=False, soft_wrap=True)
+    if result.report is not None:
+        console.info("the report of the exports (open it in a browser):")
+        console.stdout.print(str(result.report), highlight=False, markup=False, soft_wrap=True)

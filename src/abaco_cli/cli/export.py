@@ -13,6 +13,8 @@ from rich.progress import Progress, TaskID
 from abaco_cli.cli import console
 from abaco_cli.cli.common import human_bytes, parse_as_of, state
 from abaco_cli.cli.params import complete_each, metavar
+from abaco_cli.cli.report import payload as report_payload
+from abaco_cli.cli.report import render as report_render
 from abaco_cli.datasets import REGISTRY
 from abaco_cli.datasets.states import month_ends_between
 from abaco_cli.dates import check_as_of, parse_date
@@ -24,6 +26,7 @@ from abaco_cli.services.exporting import (
     export_datasets,
     plan_export,
 )
+from abaco_cli.services.reporting import write_report
 from abaco_cli.services.upload_state import destination_key
 from abaco_cli.settings import Settings
 from abaco_cli.writers.registry import WRITERS, parse_formats
@@ -328,11 +331,17 @@ def run_export(
     dry_run: bool = False,
     as_json: bool = False,
     dest: str | None = None,
+    report: bool = False,
 ) -> None:
     """Parse the options, export (or plan) every dataset for every as-of date, upload them
-    when there is a destination, render."""
+    when there is a destination, write the report of each date when asked, render."""
     app_state = state(ctx)
     backfill = start is not None or end is not None
+    if report and backfill and not months:
+        raise UsageError(
+            "--report with --from/--to needs the trend of each month-end: add --months N "
+            "(e.g. --months 12)"
+        )
     no_trend = backfill and months is None and "kpi" in datasets
     # each month-end of a backfill is one point of the trend: no series of its own
     settings = with_series_months(app_state.settings(), 0 if no_trend else months)
@@ -347,6 +356,8 @@ def run_export(
         _print_plan(settings, datasets, dates, chosen, as_json, replace_formats)
         if target is not None and not as_json:
             console.info(f"then the runs would be uploaded to {destination_key(target)}")
+        if report and not as_json:
+            console.info("then the report of each as-of date would be written (abaco report)")
         return
     run = app_state.run(f"export {'all' if len(datasets) > 1 else datasets[0]}", settings)
     pending: UploadPendingError | None = None
@@ -364,7 +375,12 @@ def run_export(
             )
         except UploadPendingError as exc:  # exported and published; the upload is pending
             results, pending = list(exc.results), exc
-    _render_results(settings, results, datasets, dates, as_json)
+    written = [write_report(app_state.run("report", settings), day) for day in dates if report]
+    extra = {"reports": [report_payload(r) for r in written]} if report else {}
+    _render_results(settings, results, datasets, dates, as_json, extra)
+    if not as_json:
+        for item in written:
+            report_render(item, as_json=False)
     if pending is not None:
         console.error(pending)
         raise typer.Exit(int(ExitCode.UPLOAD_PENDING))
@@ -376,6 +392,7 @@ def _render_results(
     datasets: list[str],
     dates: list[date],
     as_json: bool,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     exports_root = str(settings.exports_dir)
     if as_json:
@@ -383,7 +400,7 @@ def _render_results(
             payload = result_payload(results[0], exports_root)
         else:
             payload = run_payload(results, datasets, dates, exports_root)
-        console.emit_json(payload | upload_payload(results))
+        console.emit_json(payload | upload_payload(results) | (extra or {}))
         return
     title = (
         f"{results[0].dataset} as of {dates[0]}: run {results[0].run_id}"
@@ -506,6 +523,14 @@ def export_all(
     dry_run: DryRun = False,
     as_json: AsJson = False,
     dest: Dest = None,
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report",
+            help="Then write the report of each as-of date (abaco report: HTML and charts in "
+            "exports/reports/, from the files just exported).",
+        ),
+    ] = False,
 ) -> None:
     run_export(
         ctx,
@@ -520,4 +545,5 @@ def export_all(
         dry_run=dry_run,
         as_json=as_json,
         dest=dest,
+        report=report,
     )

@@ -26,6 +26,7 @@ from abaco_cli.runtime.inventory import dataset_dirs, exported_runs
 from abaco_cli.runtime.tree import RuntimeTree
 from abaco_cli.services.database import init_database, seed_database
 from abaco_cli.services.exporting import ExportResult, ProgressCallback, export_datasets
+from abaco_cli.services.reporting import write_report
 from abaco_cli.services.run import Run
 from abaco_cli.settings import AuditSettings, MetricsSettings, Settings, UploadSettings
 from abaco_cli.storage import open_destination, parse_destination
@@ -45,6 +46,7 @@ class DemoResult:
     stop_command: str | None = None  # with keep: the shell command that stops and removes it
     destination: str | None = None  # --dest: the folder the runs were uploaded to
     remote: list[tuple[str, int]] = field(default_factory=list)  # what it holds: name, bytes
+    report: Path | None = None  # the report of the exports (abaco report)
 
 
 def stop_command(cluster: LocalCluster) -> str:
@@ -137,7 +139,8 @@ def run_demo(
     dest: str | None = None,
 ) -> DemoResult:
     """Start a throwaway cluster, seed it, export every dataset into ``settings.runtime_dir``
-    (the demo's own, see demo_settings), upload the runs to the folder ``dest`` when given;
+    (the demo's own, see demo_settings), upload the runs to the folder ``dest`` when given,
+    write the report of the exports (read from the files, not the server);
     stop the cluster unless ``keep`` (and always when the demo fails)."""
 
     def say(message: str) -> None:
@@ -177,6 +180,8 @@ def run_demo(
         if folder is not None:
             result.destination = folder
             result.remote = remote_listing(local, folder)
+        say(f"writing the report of the exports (abaco report --as-of {as_of})")
+        result.report = write_report(Run(local, "demo: report"), as_of).html
     except BaseException:
         cluster.destroy()  # a failed demo never leaves a server behind, --keep or not
         raise
