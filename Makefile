@@ -11,7 +11,7 @@ LOCK_FLAGS = --quiet --generate-hashes --universal --python-version 3.11 \
 	$(if $(UPGRADE),--upgrade) $(foreach p,$(UPGRADE_PACKAGE),--upgrade-package $(p))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock audit-deps postgres demo test lint format bench bench-all bench-table bench-upload \
+.PHONY: help install lock audit-deps postgres demo report-png test lint format bench bench-all bench-table bench-upload \
 	clean check-deploy \
 	install-units install-cron
 
@@ -46,6 +46,9 @@ postgres: ## Make sure PostgreSQL's server programs are present (installs them a
 
 demo: install postgres ## Private PostgreSQL + 20,000 synthetic loans + every export, then clean up
 	$(BIN)/abaco demo
+
+report-png: install postgres ## docs/report.png: the demo's report (abaco report) as chromium shows it
+	$(BIN)/python scripts/report-screenshot.py
 
 test: install postgres ## The whole test suite against a real PostgreSQL it starts itself
 	$(BIN)/python -m pytest
