@@ -336,6 +336,17 @@ def test_cli_report_again_and_verify(exported: Exported, cli: CliRunner, runtime
     assert verify.exit_code == 0, verify.stdout + verify.stderr
 
 
+def test_open_hands_the_report_to_the_browser(
+    exported: Exported, cli: CliRunner, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy_tree(exported, runtime_dir)
+    opened: list[str] = []
+    monkeypatch.setattr("webbrowser.open", lambda url, *a, **k: opened.append(url) or True)
+    result = invoke(cli, "report", "--as-of", AS_OF, "--open")
+    assert result.exit_code == 0, result.stderr
+    assert opened == [Path(result.stdout.strip()).as_uri()]
+
+
 @pytest.mark.parametrize("dataset", ["kpi", "dpd", "analytics", "pricing"])
 def test_a_missing_dataset_is_one_line_naming_the_export(
     exported: Exported, cli: CliRunner, runtime_dir: Path, dataset: str
@@ -442,6 +453,10 @@ def test_the_page_in_a_real_browser(exported: Exported, tmp_path: Path) -> None:
                 shot = tmp_path / f"report_{'scripts' if scripts else 'static'}.png"
                 tab.screenshot(path=str(shot), full_page=True)
                 assert shot.stat().st_size > 50_000
+                if scripts:  # readable when printed: every figure on the PDF's pages
+                    tab.emulate_media(media="print")
+                    pdf = tab.pdf(path=str(tmp_path / "report.pdf"))
+                    assert pdf.startswith(b"%PDF") and len(pdf) > 100_000
                 context.close()
         finally:
             browser.close()
@@ -468,3 +483,18 @@ def test_export_all_then_the_report(cli: CliRunner, settings: Settings, runtime_
     assert plain.stdout.strip().splitlines()[-1] == report["report"]
     refused = invoke(cli, "export", "all", "--from", "2025-10-01", "--to", AS_OF, "--report")
     assert refused.exit_code == 2 and "--months" in refused.stderr
+
+
+def test_a_kpi_export_without_its_trend_asks_for_months(
+    exported: Exported, cli: CliRunner, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy_tree(exported, runtime_dir)
+    monkeypatch.setenv("ABACO_DATABASE_URL", exported.dsn)
+    day = "2025-11-30"
+    done = invoke(cli, "export", "all", "--as-of", day, "--months", "0", "--format", "parquet")
+    assert done.exit_code == 0, done.stderr
+    result = invoke(cli, "report", "--as-of", day)
+    assert result.exit_code == 1
+    assert f"abaco export kpi --as-of {day} --months 12" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (reports(runtime_dir) / f"report_{day}.html").exists()
