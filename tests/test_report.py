@@ -34,7 +34,7 @@ from abaco_cli.services.reporting import write_report
 from abaco_cli.services.run import Run
 from abaco_cli.settings import Settings
 from tests.conftest import Server, invoke, read_parquet_export
-from tests.ops import read_records
+from tests.ops import LockHolder, read_records
 
 AS_OF = "2025-12-31"
 DAY = date.fromisoformat(AS_OF)
@@ -50,8 +50,8 @@ CHROMIUM_ARGS = [
 ]
 CHARTS = (
     "balances", "par_trend", "aging", "vintage_ever_30", "vintage_ever_90", "vintage_net_loss",
-    "vintage_collected", "roll_rates", "concentration", "hhi", "customer_types", "pricing_apr",
-    "adherence",
+    "vintage_written_off", "vintage_collected", "roll_rates", "concentration", "hhi",
+    "customer_types", "pricing_apr", "adherence",
 )  # fmt: skip
 
 
@@ -179,6 +179,7 @@ def test_aging_is_dpd_aging(exported: Exported) -> None:
         ("vintage_ever_30", "ever_30_pct"),
         ("vintage_ever_90", "ever_90_pct"),
         ("vintage_net_loss", "net_loss_pct"),
+        ("vintage_written_off", "written_off_pct"),
         ("vintage_collected", "principal_collected_pct"),
     ],
 )
@@ -498,3 +499,33 @@ def test_a_kpi_export_without_its_trend_asks_for_months(
     assert f"abaco export kpi --as-of {day} --months 12" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (reports(runtime_dir) / f"report_{day}.html").exists()
+
+
+def test_an_older_date_keeps_the_alias_on_the_newest(
+    exported: Exported, cli: CliRunner, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy_tree(exported, runtime_dir)
+    monkeypatch.setenv("ABACO_DATABASE_URL", exported.dsn)
+    day = "2025-11-30"
+    done = invoke(cli, "export", "all", "--as-of", day, "--format", "parquet", "--report")
+    assert done.exit_code == 0, done.stderr
+    older = reports(runtime_dir) / f"report_{day}.html"
+    assert older.is_file() and f"Portfolio report as of {day}" in older.read_text()
+    alias = (reports(runtime_dir) / "report_latest.html").read_bytes()
+    assert alias == (reports(runtime_dir) / f"report_{AS_OF}.html").read_bytes()
+    pointer = json.loads((reports(runtime_dir) / "latest.json").read_text())
+    assert pointer["as_of_date"] == AS_OF
+    manifests = sorted(p.name for p in (reports(runtime_dir) / "_manifests").iterdir())
+    assert manifests == [f"reports_{day}.manifest.json", f"reports_{AS_OF}.manifest.json"]
+
+
+def test_a_held_lock_is_exit_4(exported: Exported, cli: CliRunner, runtime_dir: Path) -> None:
+    copy_tree(exported, runtime_dir)
+    holder = LockHolder(runtime_dir / "locks" / "reports.lock")
+    try:
+        result = invoke(cli, "report", "--as-of", AS_OF)
+    finally:
+        holder.stop()
+    assert result.exit_code == 4, result.stderr
+    assert "Traceback" not in result.stderr
+    assert read_records(runtime_dir)[-1]["event"] == "FAIL"

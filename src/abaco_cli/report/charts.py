@@ -67,7 +67,7 @@ def _chart(data: list[dict[str, Any]], title: str, note: str, description: str) 
     )
 
 
-def _spec(chart: alt.Chart | alt.LayerChart | alt.FacetChart) -> dict[str, Any]:
+def _spec(chart: alt.Chart | alt.LayerChart | alt.FacetChart | alt.HConcatChart) -> dict[str, Any]:
     spec: dict[str, Any] = chart.to_dict()
     spec["config"] = {
         "font": "sans-serif",
@@ -219,7 +219,7 @@ def aging(inputs: ReportInputs, catalogue: dict[str, KpiDefinition]) -> Figure:
         }
         for r in buckets
     ]
-    title = f"Aging: active outstanding by days-past-due bucket ({formats.CURRENCY})"
+    title = f"Aging: active outstanding ({formats.CURRENCY}) and loans by days-past-due bucket"
     note = (
         "Active loans (not written off, outstanding above the tolerance) by their days past due "
         "at the as-of date; the label is the bucket's share of active outstanding"
@@ -230,23 +230,33 @@ def aging(inputs: ReportInputs, catalogue: dict[str, KpiDefinition]) -> Figure:
         for r in buckets
     )
     order = [r["dpd_bucket"] for r in buckets]
-    base = _chart(data, title, note, description).encode(
-        x=alt.X("bucket:N", title="Days past due (bucket)", sort=order),
+    tooltip = [
+        alt.Tooltip("bucket:N", title="Bucket"),
+        alt.Tooltip("outstanding:Q", title=formats.CURRENCY, format=",.2f"),
+        alt.Tooltip("loans:Q", title="Loans"),
+        alt.Tooltip("share:Q", title="Share", format=".2%"),
+    ]
+    base = alt.Chart(alt.InlineData(values=data)).encode(
+        x=alt.X("bucket:N", title="Days past due (bucket)", sort=order), tooltip=tooltip
+    )
+    amount = base.encode(
         y=alt.Y(
             "outstanding:Q",
             title=f"Outstanding ({formats.CURRENCY})",
             axis=alt.Axis(format="~s"),
-        ),
-        tooltip=[
-            alt.Tooltip("bucket:N", title="Bucket"),
-            alt.Tooltip("outstanding:Q", title=formats.CURRENCY, format=",.2f"),
-            alt.Tooltip("loans:Q", title="Loans"),
-            alt.Tooltip("share:Q", title="Share", format=".2%"),
-        ],
-    )  # fmt: skip
-    bars = base.mark_bar(color=OKABE_ITO[0])
-    text = base.mark_text(dy=-6).encode(text="share_text:N")
-    layered = alt.layer(bars, text).properties(title=_title(title, note), description=description)
+        )
+    )
+    money = alt.layer(
+        amount.mark_bar(color=OKABE_ITO[0]), amount.mark_text(dy=-6).encode(text="share_text:N")
+    ).properties(width=340, height=HEIGHT, title="Outstanding, labelled with its share")
+    loans = (
+        base.mark_bar(color=OKABE_ITO[1])
+        .encode(y=alt.Y("loans:Q", title="Active loans (count)"))
+        .properties(width=240, height=HEIGHT, title="Active loans")
+    )
+    layered = alt.hconcat(money, loans).properties(
+        title=_title(title, note), description=description
+    )
     rows = [
         (
             r["dpd_bucket"],
@@ -276,6 +286,9 @@ VINTAGE_CURVES = (
     ("net_loss_pct", "vintage_net_loss", "Net loss",
      "(gross write-offs - recoveries) of the cohort by the observation / the cohort's "
      "disbursed principal"),
+    ("written_off_pct", "vintage_written_off", "Written off",
+     "gross write-offs of the cohort's loans by the observation (from the month of their "
+     "write-off date) / the cohort's disbursed principal"),
     ("principal_collected_pct", "vintage_collected", "Principal collected",
      "principal of payments dated on or before the observation / the cohort's disbursed "
      "principal"),
