@@ -529,3 +529,12 @@ def test_a_held_lock_is_exit_4(exported: Exported, cli: CliRunner, runtime_dir: 
     assert result.exit_code == 4, result.stderr
     assert "Traceback" not in result.stderr
     assert read_records(runtime_dir)[-1]["event"] == "FAIL"
+
+
+def test_an_empty_book_still_has_a_report(cli: CliRunner, runtime_dir: Path) -> None:
+    """A new deployment: every dataset exported from a source without loans."""
+    done = invoke(cli, "export", "all", "--as-of", AS_OF, "--format", "parquet", "--report")
+    assert done.exit_code == 0, done.stderr
+    text = page(runtime_dir)
+    assert f"Portfolio report as of {AS_OF}" in text
+    assert list(specs(runtime_dir)) == list(CHARTS)

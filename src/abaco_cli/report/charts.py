@@ -619,7 +619,13 @@ def pricing_apr(inputs: ReportInputs, catalogue: dict[str, KpiDefinition]) -> Fi
             alt.Tooltip("loans:Q", title="Loans"),
         ],
     )
-    text = base.mark_text(fontSize=11, color="white").encode(text="text:N")
+    shown = [float(v) for v in apr.values()]
+    # viridis is light at its top: dark text on the upper 40 % of the range, white below
+    light_from = min(shown) + 0.6 * (max(shown) - min(shown)) if shown else 0.0
+    text = base.mark_text(fontSize=11).encode(
+        text="text:N",
+        color=alt.condition(alt.datum.apr > light_from, alt.value("black"), alt.value("white")),
+    )
     layered = alt.layer(cells, text).properties(title=_title(title, note), description=description)
     table = [
         (b, *(formats.percent(apr.get((b, t))) if (b, t) in apr else "" for t in tenor_order))

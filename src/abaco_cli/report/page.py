@@ -143,7 +143,7 @@ def scoped_svg(svg: str, key: str) -> str:
 
 
 def figure_html(figure: Figure, svg: str, file_stem: str) -> str:
-    open_ = " open" if len(figure.rows) <= 15 else ""
+    open_ = " open"  # open: printed too (a closed <details> prints only its summary)
     links = (
         f"<a href='{escape(file_stem)}_{figure.key}.png'>PNG</a>, "
         f"<a href='{escape(file_stem)}_{figure.key}.svg'>SVG</a>"
