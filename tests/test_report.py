@@ -538,3 +538,22 @@ def test_an_empty_book_still_has_a_report(cli: CliRunner, runtime_dir: Path) -> 
     text = page(runtime_dir)
     assert f"Portfolio report as of {AS_OF}" in text
     assert list(specs(runtime_dir)) == list(CHARTS)
+
+
+def test_a_tile_says_when_the_thresholds_changed_since_the_export(
+    exported: Exported, cli: CliRunner, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy_tree(exported, runtime_dir)
+    status = {r["kpi"]: r["status"] for r in table(runtime_dir, "kpi", "snapshot")}["par_30"]
+    bounds = {"direction": "lower_is_better", "green": 0.999, "amber": 1.0}  # always green now
+    monkeypatch.setenv("ABACO_KPI__THRESHOLDS", json.dumps({"par_30": bounds}))
+    result = invoke(cli, "report", "--as-of", AS_OF)
+    assert result.exit_code == 0, result.stderr
+    tile = re.search(
+        r"<div class='tile (\w+)'[^>]*><div class='name'>par_30</div>.*?</div></div>",
+        page(runtime_dir),
+    )
+    assert tile is not None and tile.group(1) == status  # the export's status stays
+    changed = "the thresholds configured now make it green" in tile.group(0)
+    assert changed == (status != "green")
+    assert "green ≤ 99.90 %, amber ≤ 100.00 %" in tile.group(0)

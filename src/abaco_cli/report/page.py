@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from html import escape
 from typing import Any
 
@@ -114,6 +115,19 @@ def bounds(definition: KpiDefinition | None) -> str:
     return f"green {sign} {green}, amber {sign} {amber}, else red"
 
 
+def status_now(value: object, definition: KpiDefinition | None) -> str | None:
+    """The status the configured thresholds give ``value`` (as the export computes it: a value
+    on a bound takes the better colour), or None without thresholds or value."""
+    if definition is None or definition.threshold is None or value is None:
+        return None
+    threshold = definition.threshold
+    exact = value if isinstance(value, Decimal) else Decimal(str(value))
+    green, amber = Decimal(str(threshold.green)), Decimal(str(threshold.amber))
+    if threshold.direction == "lower_is_better":
+        return "green" if exact <= green else "amber" if exact <= amber else "red"
+    return "green" if exact >= green else "amber" if exact >= amber else "red"
+
+
 def tiles_html(snapshot: Sequence[Row], catalogue: dict[str, KpiDefinition]) -> str:
     tiles = []
     for row in snapshot:
@@ -122,6 +136,9 @@ def tiles_html(snapshot: Sequence[Row], catalogue: dict[str, KpiDefinition]) -> 
         title = definition.formula if definition is not None else row["kpi"]
         threshold = bounds(definition)
         status_text = STATUS_MARK.get(status or "", "no threshold" if not threshold else "n/a")
+        now = status_now(row["value"], definition)
+        if status is not None and now is not None and now != status:
+            threshold += f"; the thresholds configured now make it {now}"
         tiles.append(
             f"<div class='tile {escape(status or 'none')}' title='{escape(title)}'>"
             f"<div class='name'>{escape(row['kpi'])}</div>"
