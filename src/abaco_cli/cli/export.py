@@ -375,12 +375,16 @@ def run_export(
             )
         except UploadPendingError as exc:  # exported and published; the upload is pending
             results, pending = list(exc.results), exc
-    written = [write_report(app_state.run("report", settings), day) for day in dates if report]
-    extra = {"reports": [report_payload(r) for r in written]} if report else {}
-    _render_results(settings, results, datasets, dates, as_json, extra)
-    if not as_json:
-        for item in written:
-            report_render(item, as_json=False)
+    if not as_json:  # what was exported shows first, whatever the report does
+        _render_results(settings, results, datasets, dates, as_json)
+    written = []
+    for day in dates if report else []:
+        written.append(write_report(app_state.run("report", settings), day))
+        if not as_json:
+            report_render(written[-1], as_json=False)
+    if as_json:
+        extra = {"reports": [report_payload(r) for r in written]} if report else {}
+        _render_results(settings, results, datasets, dates, as_json, extra)
     if pending is not None:
         console.error(pending)
         raise typer.Exit(int(ExitCode.UPLOAD_PENDING))
