@@ -1185,3 +1185,60 @@ def test_hostile_names_in_a_listing_are_never_deleted_nor_followed(
         assert key[len(prefix) + 1 :] in found, key  # every planted object is still there
     verified = invoke(cli, "audit", "verify", "--remote", "--dest", dest)
     assert verified.exit_code == 0, verified.stdout + verified.stderr
+
+
+def test_a_report_goes_up_with_its_content_types(
+    cli: CliRunner,
+    loans: None,
+    runtime_dir: Path,
+    moto_endpoint: str,
+    cloud_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The dataset reports uploads like the others: the page, its alias and the charts with
+    the content type a browser needs (text/html, image/png, image/svg+xml)."""
+    prefix = f"report-{uuid.uuid4().hex[:8]}"
+    dest = f"s3://{CLOUD_BUCKET}/{prefix}"
+    monkeypatch.setenv("ABACO_UPLOAD__S3_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("ABACO_UPLOAD__S3_REGION", "us-east-1")
+    result = invoke(cli, "export", "all", "--as-of", DAY, "--report", "--dest", dest)
+    assert result.exit_code == 0, result.stderr
+    again = invoke(cli, "upload", "--dest", dest)  # the export uploaded the report too
+    assert again.exit_code == 0 and "nothing to upload" in again.stderr, again.stderr
+    admin = _s3_admin(moto_endpoint)
+    found = _bucket_objects(admin, prefix + "/")
+    expected = expected_layout(runtime_dir, [("reports", DAY)])
+    assert set(expected) <= set(found), set(expected) - set(found)
+
+    def content_type(name: str) -> str:
+        head = admin.head_object(Bucket=CLOUD_BUCKET, Key=f"{prefix}/{name}")
+        return str(head["ContentType"])
+
+    page = f"exports/reports/report_{DAY}.html"
+    assert content_type(page).startswith("text/html")
+    assert content_type("exports/reports/report_latest.html").startswith("text/html")
+    charts = [n for n in found if n.startswith("exports/reports/") and n.endswith((".png", ".svg"))]
+    assert charts
+    for name in charts:
+        assert content_type(name) == ("image/png" if name.endswith(".png") else "image/svg+xml")
+
+
+def test_a_reports_upload_that_fails_is_pending_and_exit_5(
+    cli: CliRunner,
+    loans: None,
+    runtime_dir: Path,
+    landing: Path,
+    fail_at: Callable[[Failure], Injected],
+) -> None:
+    injected = fail_at(lambda method, name: name.startswith("exports/reports/"))
+    result = invoke(cli, "export", "all", "--as-of", DAY, "--report", "--dest", str(landing))
+    assert result.exit_code == 5, result.stderr
+    assert injected.failed and "Traceback" not in result.stderr
+    assert "the report was written; its upload is pending" in result.stderr.strip().splitlines()[-1]
+    assert (runtime_dir / "exports" / "reports" / f"report_{DAY}.html").is_file()
+    assert runs_at(runtime_dir, "reports", landing)[DAY]["status"] == "pending"
+    injected.heal()
+    code, payload = upload_json(cli, "--dest", str(landing))
+    assert code == 0, payload
+    assert f"exports/reports/report_{DAY}.html" in remote_objects(landing)
+    assert runs_at(runtime_dir, "reports", landing)[DAY]["status"] == "uploaded"

@@ -19,6 +19,7 @@ from abaco_cli.datasets import REGISTRY
 from abaco_cli.datasets.states import month_ends_between
 from abaco_cli.dates import check_as_of, parse_date
 from abaco_cli.errors import ExitCode, UploadPendingError, UsageError
+from abaco_cli.runtime.tree import REPORTS_DATASET
 from abaco_cli.services.exporting import (
     ExportEvent,
     ExportPlan,
@@ -27,7 +28,10 @@ from abaco_cli.services.exporting import (
     plan_export,
 )
 from abaco_cli.services.reporting import write_report
+from abaco_cli.services.run import Run
 from abaco_cli.services.upload_state import destination_key
+from abaco_cli.services.uploading import summary as upload_summary
+from abaco_cli.services.uploading import upload
 from abaco_cli.settings import Settings
 from abaco_cli.writers.registry import WRITERS, parse_formats
 
@@ -382,12 +386,25 @@ def run_export(
         written.append(write_report(app_state.run("report", settings), day))
         if not as_json:
             report_render(written[-1], as_json=False)
+    if written and target is not None:
+        pending = _upload_reports(app_state.run("upload", settings), target) or pending
     if as_json:
         extra = {"reports": [report_payload(r) for r in written]} if report else {}
         _render_results(settings, results, datasets, dates, as_json, extra)
     if pending is not None:
         console.error(pending)
         raise typer.Exit(int(ExitCode.UPLOAD_PENDING))
+
+
+def _upload_reports(run: Run, target: str) -> UploadPendingError | None:
+    """The reports just written go where the export went (exit 5 when that upload did not
+    finish: the reports stay published and pending, `abaco upload` sends them)."""
+    result = upload(run, destination=target, dataset=REPORTS_DATASET, progress=console.info)
+    if not result.exit_code:
+        return None
+    return UploadPendingError(
+        f"the report was written; its upload is pending: {upload_summary(result)}"
+    )
 
 
 def _render_results(

@@ -98,6 +98,9 @@ CONTENT_TYPES = {
     "parquet": "application/vnd.apache.parquet",
     "csv": "text/csv",
     "json": "application/json",
+    "html": "text/html; charset=utf-8",  # the report (dataset reports) and its charts
+    "png": "image/png",
+    "svg": "image/svg+xml",
 }
 JSON = "application/json"
 CHUNK = 1024 * 1024
@@ -574,7 +577,8 @@ def _put_alias(s: _Session, manifest: Manifest) -> None:
         there = s.dest.head(name)
         if there is not None and _already_there(s, there, entry, path):
             continue
-        s.dest.put_file(name, path, sha256=entry.sha256, content_type=CONTENT_TYPES["json"])
+        content_type = CONTENT_TYPES.get(entry.format, JSON)
+        s.dest.put_file(name, path, sha256=entry.sha256, content_type=content_type)
 
 
 def _points_at(tree: RuntimeTree, run: ExportedRun) -> bool:
