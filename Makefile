@@ -11,7 +11,7 @@ LOCK_FLAGS = --quiet --generate-hashes --universal --python-version 3.11 \
 	$(if $(UPGRADE),--upgrade) $(foreach p,$(UPGRADE_PACKAGE),--upgrade-package $(p))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock audit-deps postgres demo report-png test lint format bench bench-all bench-table bench-upload \
+.PHONY: help install lock audit-deps postgres demo report-png test lint format bench bench-all bench-table bench-upload bench-report \
 	clean check-deploy \
 	install-units install-cron
 
@@ -73,6 +73,9 @@ bench-table: install postgres ## A ROWS-row table (default 5,000,000) into Parqu
 
 bench-upload: install postgres ## abaco upload of a LOANS-loan export all to a folder, moto S3, the GCS emulator
 	$(BIN)/python benchmarks/bench_upload.py --loans $(LOANS)
+
+bench-report: install postgres ## abaco report of a LOANS-loan export all (time, peak memory)
+	$(BIN)/python benchmarks/bench_report.py --loans $(LOANS)
 
 check-deploy: install ## Units, cron, install script, Terraform and runbooks: tests, then fmt + checkov
 	$(BIN)/python -m pytest -q tests/test_deploy.py tests/test_terraform.py tests/test_runbooks.py
