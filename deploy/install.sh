@@ -12,7 +12,8 @@
 # /usr/local/bin/abaco), the runbooks in /opt/abaco/runbooks, /etc/abaco/abaco.env (root:abaco,
 # mode 0640; never overwritten) and /etc/abaco/abaco.toml (never overwritten), the runtime tree
 # /var/lib/abaco (mode 0750), and the units or the cron file (exports, prune, health check, and
-# the upload of runs not yet uploaded, a no-op until ABACO_UPLOAD__DESTINATION is set).
+# the upload of runs not yet uploaded, a no-op until ABACO_UPLOAD__DESTINATION is set, and the
+# daily HTML report).
 #
 # Upgrades: with systemd, the timers are stopped before anything changes and started again at
 # the end. The new venv is built beside the old one and the link is switched with one rename, so
@@ -106,7 +107,7 @@ fi
 
 timers=(abaco-export-dpd.timer abaco-export-kpi.timer abaco-export-pricing.timer
         abaco-export-analytics.timer abaco-prune.timer abaco-healthcheck.timer
-        abaco-upload.timer)
+        abaco-upload.timer abaco-report.timer)
 
 tmp=$(mktemp -d)                        # scratch space (also with --dry-run); removed at exit
 trap 'rm -rf "$tmp"' EXIT

@@ -208,6 +208,7 @@ def _security_supports_offline() -> bool:
         "abaco-prune.service",
         "abaco-healthcheck.service",
         "abaco-upload.service",
+        "abaco-report.service",
     ],
 )
 def test_security_exposure_stays_low(verify_copy: Path, unit: str) -> None:
@@ -320,6 +321,19 @@ def test_upload_catches_up_without_restarts_and_a_held_upload_lock_is_no_failure
     assert "network-online.target" in (value(unit, "Unit", "After") or "")
 
 
+def test_report_is_not_restarted_and_a_held_reports_lock_is_no_failure() -> None:
+    """`abaco report` reads exported files only (no network); running it again cannot export a
+    missing dataset, so there is no Restart=. Exit 4 (another process writes a report) is not a
+    failure."""
+    unit = effective_service("abaco-report.service")
+    assert value(unit, "Service", "ExecStart") == f"{ABACO_BIN} report"
+    assert value(unit, "Service", "Restart") in (None, "no")
+    assert set((value(unit, "Service", "SuccessExitStatus") or "").split()) == {"4"}
+    assert value(unit, "Service", "PrivateNetwork") == "yes"
+    assert value(unit, "Unit", "Documentation") == "file:/opt/abaco/runbooks/report-failed.md"
+    assert (ROOT / "runbooks" / "report-failed.md").is_file()
+
+
 def test_every_service_names_an_existing_runbook() -> None:
     for name in services():
         docs = value(read_unit(SYSTEMD / name), "Unit", "Documentation") or ""
@@ -345,6 +359,7 @@ def test_every_job_has_a_timer() -> None:
         "abaco-prune.service",
         "abaco-healthcheck.service",
         "abaco-upload.service",
+        "abaco-report.service",
     }
     for target in targets:
         assert unit_file_for(target).is_file(), f"no unit file for {target}"
@@ -434,6 +449,38 @@ def test_upload_runs_every_fifteen_minutes_away_from_the_exports() -> None:
     assert re.search(r"abaco_upload_oldest_pending_timestamp_seconds\)? > 90 \* 60\b", rules)
 
 
+@needs_systemd_analyze
+def test_report_runs_daily_after_the_daily_exports_are_ready() -> None:
+    """The report of the newest kpi date needs every daily dataset of that date: it starts after
+    the latest end of the daily exports (start + delay + budget) and after their 06:00 UTC ready
+    time, outside the hourly dpd export's start window (dpd re-exports the date's files), and
+    ends long before the next day's prune and exports."""
+    times = elapses(_calendar("abaco-report.timer"))
+    assert {(b - a).total_seconds() for a, b in itertools.pairwise(times)} == {86400}
+    start = times[0].hour * 3600 + times[0].minute * 60 + times[0].second
+    budget = seconds(
+        value(effective_service("abaco-export@.service"), "Service", "TimeoutStartSec") or "0"
+    )
+    for dataset in DAILY:
+        timer = DATASET_TIMERS[dataset]
+        begin = elapses(_calendar(timer), iterations=1)[0]
+        latest_end = begin.hour * 3600 + begin.minute * 60 + _delay(timer) + budget
+        assert start >= latest_end, f"the report may start before {dataset} is exported"
+    assert start >= 6 * 3600  # the daily exports' ready time
+    delay = _delay("abaco-report.timer")
+    assert 0 < delay <= 15 * 60
+    dpd = elapses(_calendar(DATASET_TIMERS["dpd"]), iterations=1)[0]
+    dpd_begin = dpd.minute * 60 + dpd.second
+    dpd_end = dpd_begin + _delay(DATASET_TIMERS["dpd"])
+    report_begin = times[0].minute * 60 + times[0].second
+    assert report_begin > dpd_end and report_begin + delay < 3600 + dpd_begin
+    report_budget = seconds(
+        value(effective_service("abaco-report.service"), "Service", "TimeoutStartSec") or "0"
+    )
+    prune = elapses(_calendar("abaco-prune.timer"), iterations=1)[0]
+    assert start + delay + report_budget < 86400 + prune.hour * 3600 + prune.minute * 60
+
+
 # --- cron ----------------------------------------------------------------------------------
 
 
@@ -472,7 +519,8 @@ def test_cron_has_the_systemd_schedule() -> None:
     assert hour == "3" and rest == ["*", "*", "*"]
     assert _job("healthcheck")[0] == ["*/5", "*", "*", "*", "*"]
     assert _job("upload")[0] == ["12-59/15", "*", "*", "*", "*"]
-    assert len(cron_jobs()) == 7
+    assert _job("report")[0] == ["15", "6", "*", "*", "*"]  # after the daily exports (06:00)
+    assert len(cron_jobs()) == 8
 
 
 def test_every_cron_job_runs_as_abaco_under_flock_and_timeout_with_a_log() -> None:
@@ -561,6 +609,18 @@ def test_cron_lines_mail_only_on_failure(cron_sandbox: tuple[Path, dict[str, str
         assert f"abaco upload failed (exit {code}); see /" in result.stdout
         assert "upload.log" in result.stdout
     assert (folder / "calls").read_text().count("upload\n") == 6
+
+    _, _, report = _job("report")
+    # 4: another process writes a report; 75: the previous report still runs
+    for code in ("0", "4", "75"):
+        result = _run_cron_command(report, cron_sandbox, STUB_EXIT=code)
+        assert result.stdout == "", f"report exit {code} should not mail"
+    for code in ("1", "2", "124"):  # a dataset of the date missing, configuration, timeout
+        result = _run_cron_command(report, cron_sandbox, STUB_EXIT=code)
+        assert result.stdout.count("\n") == 1, result.stdout
+        assert f"abaco report failed (exit {code}); see /" in result.stdout
+        assert "report.log" in result.stdout
+    assert (folder / "calls").read_text().count("report\n") == 6
 
 
 @pytest.mark.skipif(
@@ -956,7 +1016,13 @@ OPERATOR_ENV = "ABACO_DATABASE_URL='postgresql://exporter:s3cret@db.internal:543
 OPERATOR_TOML = '[health]\ndatasets = ["dpd"]\n'
 OPERATOR_MAILTO = "MAILTO=data-oncall@example.com"
 # Units this release adds to a VM an older release was installed on (in install.sh's order).
-NEW_UNITS = ("abaco-healthcheck.timer", "abaco-upload.service", "abaco-upload.timer")
+NEW_UNITS = (
+    "abaco-healthcheck.timer",
+    "abaco-upload.service",
+    "abaco-upload.timer",
+    "abaco-report.service",
+    "abaco-report.timer",
+)
 NEW_TIMERS = tuple(unit for unit in NEW_UNITS if unit.endswith(".timer"))
 
 

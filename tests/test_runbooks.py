@@ -40,6 +40,7 @@ SITUATION_PAGES = [
     "backfill.md",
     "new-vm.md",
     "kpi-json-broken.md",
+    "report-failed.md",
 ]
 
 
@@ -413,6 +414,7 @@ def test_every_source_yields_commands() -> None:
     assert "deploy/systemd/abaco-prune.service" in wheres
     assert "deploy/systemd/abaco-healthcheck.service" in wheres
     assert "deploy/systemd/abaco-upload.service" in wheres
+    assert "deploy/systemd/abaco-report.service" in wheres
     jobs = list(cron_jobs())
     assert jobs
     cron_commands = [f for f in COMMANDS if f.where.startswith("deploy/cron/")]
