@@ -11,6 +11,7 @@ one error mapping of the command line.
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
+from abaco_cli.services import health
 from tests.conftest import invoke
 from tests.ops import (
     add_loans,
@@ -487,3 +489,22 @@ def test_links_anywhere_in_the_tree_are_reported_by_the_health_check_and_prune(
     linked_root = invoke(cli, "--runtime-dir", str(tmp_path / "runtime_b"), "healthcheck",
                          "--check", "runtime")  # fmt: skip
     assert linked_root.exit_code == 2 and "runtime tree: exports:" in linked_root.stdout
+
+
+def test_the_writable_probe_never_follows_or_truncates_a_planted_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime check's probe is a new file of its own: a link planted at its name (here
+    the name is forced) is neither followed nor truncated, and no probe file is left."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    monkeypatch.setattr(health.secrets, "token_hex", lambda n: "fixed")
+    (folder / f".abaco-healthcheck-{os.getpid()}-fixed.tmp").symlink_to(victim)
+    problem = health._probe(folder)
+    assert problem is not None and "not writable" in problem
+    assert victim.read_text() == "precious\n"
+    monkeypatch.undo()
+    assert health._probe(folder) is None
+    assert [p.name for p in folder.iterdir()] == [f".abaco-healthcheck-{os.getpid()}-fixed.tmp"]

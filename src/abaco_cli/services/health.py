@@ -7,7 +7,9 @@ order of monitoring-plugins' ``max_state_alt``), and is the command's exit code.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -295,18 +297,28 @@ def _dq(ctx: _Context) -> Check:
     return Check("dq", State.OK, "the newest exports passed their data-quality checks", details)
 
 
+_PROBE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def _probe(folder: Path) -> str | None:
-    """None when a file can be created, written, synced and removed in ``folder``."""
-    probe = folder / f".abaco-healthcheck-{os.getpid()}.tmp"
+    """None when a file can be created, written, synced and removed in ``folder``. The probe is
+    a new file of its own (O_EXCL, O_NOFOLLOW, an unguessable name): never a file or link that
+    someone put there, which it would otherwise truncate or follow."""
+    probe = folder / f".abaco-healthcheck-{os.getpid()}-{secrets.token_hex(8)}.tmp"
     try:
-        with probe.open("w", encoding="utf-8") as handle:
+        fd = os.open(probe, _PROBE_FLAGS, 0o600)
+    except OSError as exc:
+        return f"{folder} is not writable: {exc.strerror or exc}"
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write("ok\n")
             handle.flush()
             os.fsync(handle.fileno())
-        probe.unlink()
     except OSError as exc:
-        probe.unlink(missing_ok=True)
         return f"{folder} is not writable: {exc.strerror or exc}"
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(probe)  # the file this call created (O_EXCL), never a link
     return None
 
 
