@@ -20,10 +20,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import psycopg
-
 from abaco_cli.pgcluster import LocalCluster
-from bench_dpd import AS_OF, Timing, abaco, database_name, run_timed
+from bench_dpd import AS_OF, Timing, abaco, run_timed, seed_portfolio
 
 SERIAL = {"ABACO_PARALLEL_QUERIES": "1"}
 RUNS: list[tuple[str, list[str], dict[str, str]]] = [
@@ -48,24 +46,7 @@ def best_of(argv: list[str], env: dict[str, str], repeat: int) -> Timing:
 
 def bench(dsn: str, loans: int, repeat: int, workdir: Path) -> None:
     env = {**os.environ, "ABACO_DATABASE_URL": dsn, "ABACO_RUNTIME_DIR": str(workdir / "rt")}
-    subprocess.run(abaco("db", "init"), env=env, check=True, stderr=subprocess.DEVNULL)
-    seed = run_timed(
-        abaco(
-            "db",
-            "seed",
-            "--loans",
-            str(loans),
-            "--seed",
-            "7",
-            "--replace",
-            "--yes-destroy-data",
-            database_name(dsn),
-        ),
-        env,
-        subprocess.DEVNULL,
-    )
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("ANALYZE")
+    seed = seed_portfolio(dsn, loans, env)
     print(f"{loans:,} loans seeded in {seed.seconds:.1f} s; as-of {AS_OF}", flush=True)
     for label, argv, extra in RUNS:
         timing = best_of(argv, {**env, **extra}, repeat)

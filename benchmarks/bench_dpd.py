@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from abaco_cli.pgcluster import LocalCluster
@@ -54,6 +55,18 @@ def database_name(dsn: str) -> str:
 
 def abaco(*args: str) -> list[str]:
     return [sys.executable, "-m", "abaco_cli", *args]
+
+
+def seed_portfolio(dsn: str, loans: int, env: dict[str, str]) -> Timing:
+    """`db init`, then `db seed` of ``loans`` loans (seed 7, replacing what is there), then
+    ANALYZE: the book every export benchmark starts from; the seed's timing."""
+    subprocess.run(abaco("db", "init"), env=env, check=True, stderr=subprocess.DEVNULL)
+    argv = abaco("db", "seed", "--loans", str(loans), "--seed", "7", "--replace",
+                 "--yes-destroy-data", database_name(dsn))  # fmt: skip
+    timing = run_timed(argv, env, subprocess.DEVNULL)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ANALYZE")
+    return timing
 
 
 def bench_size(loans: int, dsn: str, formats: str, workdir: Path) -> None:

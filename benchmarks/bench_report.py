@@ -17,26 +17,14 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import psycopg
-
 from abaco_cli.pgcluster import LocalCluster
-from bench_dpd import AS_OF, Timing, abaco, database_name, run_timed
-
-
-def seed(dsn: str, loans: int, env: dict[str, str]) -> Timing:
-    subprocess.run(abaco("db", "init"), env=env, check=True, stderr=subprocess.DEVNULL)
-    argv = abaco("db", "seed", "--loans", str(loans), "--seed", "7", "--replace",
-                 "--yes-destroy-data", database_name(dsn))  # fmt: skip
-    timing = run_timed(argv, env, subprocess.DEVNULL)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("ANALYZE")
-    return timing
+from bench_dpd import AS_OF, Timing, abaco, run_timed, seed_portfolio
 
 
 def bench_size(dsn: str, loans: int, repeat: int, workdir: Path) -> tuple[int, Timing, int]:
     tree = workdir / f"rt-{loans}"
     env = {**os.environ, "ABACO_DATABASE_URL": dsn, "ABACO_RUNTIME_DIR": str(tree)}
-    seeded = seed(dsn, loans, env)
+    seeded = seed_portfolio(dsn, loans, env)
     print(f"{loans:,} loans seeded in {seeded.seconds:.1f} s", flush=True)
     exported = run_timed(abaco("export", "all", "--as-of", AS_OF), env, subprocess.DEVNULL)
     print(f"  export all: {exported.seconds:.1f} s", flush=True)

@@ -34,12 +34,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
-import psycopg
 from gcp_storage_emulator.server import create_server
 from moto.server import ThreadedMotoServer
 
 from abaco_cli.pgcluster import LocalCluster
-from bench_dpd import AS_OF, abaco, database_name, run_timed
+from bench_dpd import AS_OF, abaco, run_timed, seed_portfolio
 
 BUCKET = "abaco-bench"
 FAKE_AWS = {
@@ -106,24 +105,7 @@ def bench(dsn: str, loans: int, repeat: int, workdir: Path) -> None:
     tree = workdir / "rt"
     env = {**os.environ, "ABACO_DATABASE_URL": dsn, "ABACO_RUNTIME_DIR": str(tree)}
     env = {k: v for k, v in env.items() if not k.startswith(("AWS_", "ABACO_UPLOAD"))}
-    subprocess.run(abaco("db", "init"), env=env, check=True, stderr=subprocess.DEVNULL)
-    seed = run_timed(
-        abaco(
-            "db",
-            "seed",
-            "--loans",
-            str(loans),
-            "--seed",
-            "7",
-            "--replace",
-            "--yes-destroy-data",
-            database_name(dsn),
-        ),
-        env,
-        subprocess.DEVNULL,
-    )
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("ANALYZE")
+    seed = seed_portfolio(dsn, loans, env)
     print(f"{loans:,} loans seeded in {seed.seconds:.1f} s; as-of {AS_OF}", flush=True)
 
     plain = [run_timed(abaco("export", "all", "--as-of", AS_OF), env, subprocess.DEVNULL)]
