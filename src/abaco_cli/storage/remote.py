@@ -140,12 +140,8 @@ class RemoteDestination(ABC):
         sha256: str | None = None,
     ) -> ObjectInfo:
         """Upload a file, streamed, its md5 and crc32c/sha256 checked by the store."""
-        key = self._key(name)
-        meta, ctype = check_metadata(metadata), check_content_type(content_type)
-        check_preconditions(if_absent, if_version)
-        check_sha256(sha256)
-        payload = Payload.of_file(Path(path), sha256)
-        return self._put(name, PutRequest(key, payload, meta, ctype, if_absent, if_version))
+        request = self._request(name, metadata, content_type, if_absent, if_version, sha256)
+        return self._put(name, request(Payload.of_file(Path(path), sha256)))
 
     def put_bytes(
         self,
@@ -159,12 +155,24 @@ class RemoteDestination(ABC):
         sha256: str | None = None,
     ) -> ObjectInfo:
         """Upload bytes (a manifest, a pointer), checked like a file."""
+        request = self._request(name, metadata, content_type, if_absent, if_version, sha256)
+        return self._put(name, request(Payload.of_bytes(data, sha256)))
+
+    def _request(
+        self,
+        name: str,
+        metadata: Mapping[str, str] | None,
+        content_type: str | None,
+        if_absent: bool,
+        if_version: str | None,
+        sha256: str | None,
+    ) -> Callable[[Payload], PutRequest]:
+        """Check a put's arguments (before any payload is read); the request for a payload."""
         key = self._key(name)
         meta, ctype = check_metadata(metadata), check_content_type(content_type)
         check_preconditions(if_absent, if_version)
         check_sha256(sha256)
-        payload = Payload.of_bytes(data, sha256)
-        return self._put(name, PutRequest(key, payload, meta, ctype, if_absent, if_version))
+        return lambda payload: PutRequest(key, payload, meta, ctype, if_absent, if_version)
 
     def _put(self, name: str, request: PutRequest) -> ObjectInfo:
         what = f"put {name}"
