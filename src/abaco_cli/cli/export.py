@@ -67,16 +67,22 @@ To = Annotated[
         show_default=False,
     ),
 ]
-Formats = Annotated[
-    str | None,
-    typer.Option(
+
+
+def format_option(help_text: str) -> Any:
+    """--format/-f: comma-separated formats, each completed."""
+    return typer.Option(
         "--format",
         "-f",
-        help="Comma-separated formats: csv, parquet, json. Default: csv,parquet.",
+        help=help_text,
         show_default=False,
         metavar=metavar("format"),
         autocompletion=complete_each(tuple(WRITERS)),
-    ),
+    )
+
+
+Formats = Annotated[
+    str | None, format_option("Comma-separated formats: csv, parquet, json. Default: csv,parquet.")
 ]
 Months = Annotated[
     int | None,

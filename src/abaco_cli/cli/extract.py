@@ -16,16 +16,16 @@ from abaco_cli.cli.export import (
     ReplaceFormats,
     _ProgressRenderer,
     app,
+    format_option,
     print_upload,
     upload_payload,
 )
 from abaco_cli.cli.export import result_payload as export_payload
-from abaco_cli.cli.params import complete_each, metavar
 from abaco_cli.errors import ExitCode, UploadPendingError
 from abaco_cli.services.exporting import ExportResult
 from abaco_cli.services.extracting import ExtractPlan, extract_tables, plan_extract
 from abaco_cli.services.upload_state import destination_key
-from abaco_cli.writers.registry import WRITERS, parse_formats
+from abaco_cli.writers.registry import parse_formats
 
 DEFAULT_FORMATS = "parquet"
 
@@ -39,15 +39,7 @@ Tables = Annotated[
     ),
 ]
 TableFormats = Annotated[
-    str | None,
-    typer.Option(
-        "--format",
-        "-f",
-        help="Comma-separated formats: parquet, csv, json. Default: parquet.",
-        show_default=False,
-        metavar=metavar("format"),
-        autocompletion=complete_each(tuple(WRITERS)),
-    ),
+    str | None, format_option("Comma-separated formats: parquet, csv, json. Default: parquet.")
 ]
 Snapshot = Annotated[
     str | None,
