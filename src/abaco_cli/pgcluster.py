@@ -38,10 +38,13 @@ _FALLBACK_PATTERNS: tuple[str, ...] = (
 )
 _FAST_SETTINGS = {
     "fsync": "off",
-    "synchronous_commit": "off",
     "full_page_writes": "off",
     "shared_buffers": "128MB",
     "max_connections": "50",
+    # logical decoding for `abaco lake` (pgoutput through the SQL functions), as on Supabase
+    "wal_level": "logical",
+    "max_replication_slots": "20",
+    "max_wal_senders": "20",
 }
 # The comment on the database a LocalCluster creates: `db seed --replace` may empty it unasked.
 DEMO_DATABASE_COMMENT = "abaco LocalCluster: a throwaway database"

@@ -548,6 +548,60 @@ class ExtractSettings(BaseModel):
         return value
 
 
+class LakeSettings(BaseModel):
+    """`abaco lake`: change data capture of source tables into Delta Lake and a change log.
+
+    ``destination`` holds ``lake/`` (unset: the runtime folder); ``tables`` maps a qualified
+    table name to the columns that may reach the lake (unset: the source contract's tables, as
+    ``tables.*`` names them, with the contract's columns: ids, dates and amounts, never a name).
+    """
+
+    destination: str | None = Field(
+        default=None,
+        description="gs://bucket/prefix, s3://bucket/prefix or a folder that holds lake/; "
+        "unset: runtime_dir",
+    )
+    tables: dict[str, list[str]] | None = Field(
+        default=None,
+        description="schema.table -> captured columns; unset: the source contract's tables "
+        "and columns",
+    )
+    slot: str = Field(default="abaco_lake", description="the logical replication slot")
+    publication: str = Field(default="abaco_lake", description="the publication")
+    batch_changes: int = Field(default=100_000, ge=1, le=10_000_000)
+    max_changes: int = Field(default=200_000, ge=1)
+    max_seconds: float = Field(default=240.0, gt=0)
+    stale_warning_minutes: int = Field(default=20, ge=1)
+    stale_critical_minutes: int = Field(default=60, ge=1)
+
+    @field_validator("destination")
+    @classmethod
+    def _known_destination(cls, value: str | None) -> str | None:
+        from abaco_cli.storage.url import parse_destination  # no cloud client imported
+
+        if value is not None:
+            parse_destination(value)
+        return value
+
+    @field_validator("slot", "publication")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not _LOWER_NAME.match(value):
+            raise ValueError(f"{value!r} is not a lower-case name (letters, digits and _)")
+        return value
+
+    @field_validator("tables")
+    @classmethod
+    def _plain_tables(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        return ExtractSettings._plain_names(value)
+
+    @model_validator(mode="after")
+    def _critical_after_warning(self) -> LakeSettings:
+        if self.stale_critical_minutes < self.stale_warning_minutes:
+            raise ValueError("stale_critical_minutes must not be below stale_warning_minutes")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything abaco reads from configuration."""
 
@@ -596,6 +650,7 @@ class Settings(BaseSettings):
     dq: DataQualityPolicy = Field(default_factory=DataQualityPolicy)
     upload: UploadSettings = Field(default_factory=UploadSettings)
     extract: ExtractSettings = Field(default_factory=ExtractSettings)
+    lake: LakeSettings = Field(default_factory=LakeSettings)
 
     @field_validator("business_timezone")
     @classmethod

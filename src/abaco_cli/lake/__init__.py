@@ -1,0 +1,1 @@
+"""The lake: change data capture of source tables into Delta Lake and a change log (docs/lake.md)."""
