@@ -181,6 +181,57 @@ _FAMILIES = (
         "Outcome of the dataset's last upload: 1 every run uploaded, 0 failed.",
         ("dataset",),
     ),
+    Family(
+        "abaco_lake_changes_total",
+        "counter",
+        "Source changes the lake captured (abaco lake sync), by table and operation.",
+        ("table", "op"),
+    ),
+    Family(
+        "abaco_lake_rows",
+        "gauge",
+        "Rows in the lake's Delta table after the last sync.",
+        ("table",),
+    ),
+    Family(
+        "abaco_lake_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time the last successful lake sync ended.",
+    ),
+    Family("abaco_lake_last_run_timestamp_seconds", "gauge", "Unix time the last lake sync ended."),
+    Family(
+        "abaco_lake_last_status", "gauge", "Outcome of the last lake sync: 1 success, 0 failure."
+    ),
+    Family(
+        "abaco_lake_stale_limit_seconds",
+        "gauge",
+        "How old the last successful lake sync may be (lake.stale_critical_minutes).",
+    ),
+    Family(
+        "abaco_lake_slot_lag_bytes",
+        "gauge",
+        "WAL flushed on the source past the lake slot's confirmed position.",
+    ),
+    Family(
+        "abaco_lake_wal_retained_bytes",
+        "gauge",
+        "WAL the source keeps for the lake's slot (current LSN minus its restart LSN).",
+    ),
+    Family(
+        "abaco_lake_wal_limit_bytes",
+        "gauge",
+        "WAL retained at which the source drops the slot's WAL (retained + safe_wal_size); "
+        "absent when max_slot_wal_keep_size is -1 (no limit).",
+    ),
+    Family(
+        "abaco_lake_slot_lost",
+        "gauge",
+        "1 when the lake's slot is missing or its WAL was removed (wal_status lost), else 0.",
+    ),
+    Family(
+        "abaco_lake_batch_duration_seconds", "gauge", "Duration of the last lake batch's commit."
+    ),
+    Family("abaco_lake_sync_duration_seconds", "gauge", "Duration of the last lake sync."),
 )
 FAMILIES: dict[str, Family] = {f.name: f for f in _FAMILIES}
 _BY_BASE: dict[str, Family] = {f.base: f for f in _FAMILIES}
@@ -467,4 +518,60 @@ def upload_update(
     if command_success is not None:
         status = "success" if command_success else "failure"
         update.count("abaco_runs_total", command="upload", status=status)
+    return update
+
+
+@dataclass(frozen=True)
+class LakeSlotGauge:
+    """The lake's slot as the source reports it (None: unknown, not written)."""
+
+    lost: bool
+    lag_bytes: int | None
+    retained_bytes: int | None
+    limit_bytes: int | None
+
+
+def lake_update(
+    *,
+    finished: float,
+    success: bool | None,
+    changes: dict[tuple[str, str], int] | None = None,
+    rows: dict[str, int] | None = None,
+    slot: LakeSlotGauge | None = None,
+    stale_limit_seconds: float | None = None,
+    batch_seconds: float | None = None,
+    sync_seconds: float | None = None,
+) -> MetricsUpdate:
+    """The lake families after a sync (``success`` set) or a health check (``success`` None:
+    the slot's figures only)."""
+    update = MetricsUpdate()
+    if success is not None:
+        update.gauge("abaco_lake_last_run_timestamp_seconds", finished)
+        update.gauge("abaco_lake_last_status", 1 if success else 0)
+        if success:
+            update.gauge("abaco_lake_last_success_timestamp_seconds", finished)
+        update.count(
+            "abaco_runs_total", command="lake sync", status="success" if success else "failure"
+        )
+    for (table, op), count in sorted((changes or {}).items()):
+        update.count("abaco_lake_changes_total", float(count), table=table, op=op)
+    for table, count in sorted((rows or {}).items()):
+        update.gauge("abaco_lake_rows", count, table=table)
+    if stale_limit_seconds is not None:
+        update.gauge("abaco_lake_stale_limit_seconds", stale_limit_seconds)
+    if batch_seconds is not None:
+        update.gauge("abaco_lake_batch_duration_seconds", batch_seconds)
+    if sync_seconds is not None:
+        update.gauge("abaco_lake_sync_duration_seconds", sync_seconds)
+    if slot is not None:
+        update.gauge("abaco_lake_slot_lost", 1 if slot.lost else 0)
+        for name, value in (
+            ("abaco_lake_slot_lag_bytes", slot.lag_bytes),
+            ("abaco_lake_wal_retained_bytes", slot.retained_bytes),
+            ("abaco_lake_wal_limit_bytes", slot.limit_bytes),
+        ):
+            if value is None:
+                update.clear(name)
+            else:
+                update.gauge(name, value)
     return update

@@ -24,6 +24,7 @@ from abaco_cli.cli import (
     extract,  # noqa: F401 - registers `export table` on the export group
     health,
     kpi,
+    lake,
     migrate,
     prune,
     report,
@@ -189,6 +190,7 @@ app.command("prune")(prune.prune_command)
 app.command("healthcheck", help=health.HEALTHCHECK_HELP)(health.healthcheck_command)
 app.command("migrate-tree", help=migrate.MIGRATE_HELP)(migrate.migrate_tree_command)
 app.add_typer(upload.app, name="upload")
+app.add_typer(lake.app, name="lake")
 app.command("report", help=report.REPORT_HELP)(report.report_command)
 
 

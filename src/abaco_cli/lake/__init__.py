@@ -1,1 +1,4 @@
-"""The lake: change data capture of source tables into Delta Lake and a change log (docs/lake.md)."""
+"""The lake: change data capture of source tables into Delta Lake and a change log.
+
+See docs/lake.md.
+"""

@@ -48,7 +48,7 @@ from abaco_cli.settings import Settings
 
 CHECKS = (
     "config", "db", "contract", "freshness", "dq", "runtime", "disk", "audit", "sink", "locks",
-    "upload",
+    "upload", "lake",
 )  # fmt: skip
 
 
@@ -514,6 +514,88 @@ def _upload(ctx: _Context) -> Check:
     return Check("upload", worst, f"{'; '.join(parts)} {limits}{hint}", details)
 
 
+def _lake(ctx: _Context) -> Check:
+    """The lake (abaco lake): its last sync against lake.stale_*_minutes, and its slot on the
+    source: missing or lost is CRITICAL, WAL retained above 50 % / 80 % of the limit at which
+    the source drops it is WARNING / CRITICAL (runbooks/lake-*.md)."""
+    from abaco_cli.services.lake import lake_state_for_health, wal_figures
+
+    lake = ctx.settings.lake
+    found = lake_state_for_health(ctx.settings)
+    if found is None:
+        return Check("lake", State.OK, "no lake initialised (abaco lake init)")
+    if found.dropped:
+        return Check("lake", State.OK, "the lake was dropped (abaco lake drop): nothing to follow")
+    minutes = (ctx.now - found.updated).total_seconds() / 60
+    states: list[tuple[State, str]] = []
+    if minutes > lake.stale_critical_minutes:
+        states.append((State.CRITICAL, f"last sync {minutes:.0f} min ago"))
+    elif minutes > lake.stale_warning_minutes:
+        states.append((State.WARNING, f"last sync {minutes:.0f} min ago"))
+    details: dict[str, Any] = {
+        "slot": found.slot,
+        "lsn": found.lsn,
+        "minutes_since_sync": round(minutes, 1),
+    }
+    conn = ctx.connection()
+    if conn is None:
+        states.append((State.UNKNOWN, f"slot not checked: {ctx.db_error}"))
+    else:
+        from abaco_cli.lake.slot import slot_info
+
+        info = slot_info(conn, found.slot)
+        wal = wal_figures(conn, info)
+        details |= {
+            "wal_status": wal.wal_status,
+            "lag_bytes": wal.lag,
+            "wal_retained_bytes": wal.retained,
+            "wal_limit_bytes": wal.limit,
+        }
+        metrics.record(
+            ctx.settings,
+            metrics.lake_update(
+                finished=time.time(),
+                success=None,
+                slot=metrics.LakeSlotGauge(
+                    info is None or info.lost, wal.lag, wal.retained, wal.limit
+                ),
+                stale_limit_seconds=lake.stale_critical_minutes * 60.0,
+            ),
+        )
+        share = wal.share
+        if info is None:
+            states.append(
+                (State.CRITICAL, f"slot {found.slot} is missing (runbooks/lake-slot-lost.md)")
+            )
+        elif info.lost or wal.wal_status == "unreserved":
+            states.append(
+                (
+                    State.CRITICAL,
+                    f"slot {found.slot} is {wal.wal_status} (runbooks/lake-slot-lost.md)",
+                )
+            )
+        elif share is not None and share > 0.8:
+            states.append(
+                (
+                    State.CRITICAL,
+                    f"WAL retained is {share:.0%} of the limit (runbooks/lake-wal-growing.md)",
+                )
+            )
+        elif share is not None and share > 0.5:
+            states.append(
+                (
+                    State.WARNING,
+                    f"WAL retained is {share:.0%} of the limit (runbooks/lake-wal-growing.md)",
+                )
+            )
+    if not states:
+        return Check(
+            "lake", State.OK, f"lake at {found.lsn}, last sync {minutes:.0f} min ago", details
+        )
+    worst = max((s for s, _ in states), key=lambda s: _RANK[s])
+    return Check("lake", worst, "; ".join(m for _, m in states), details)
+
+
 _RUNNERS: dict[str, Callable[[_Context], Check]] = {
     "config": _config,
     "db": _db,
@@ -526,6 +608,7 @@ _RUNNERS: dict[str, Callable[[_Context], Check]] = {
     "sink": _sink,
     "locks": _locks,
     "upload": _upload,
+    "lake": _lake,
 }
 
 
