@@ -317,7 +317,7 @@ def _copy_chunks(
         select.select([], [pgconn.socket], [])
     started = _next_result(pgconn, poller, stopping)
     if started is None or started.status != pq.ExecStatus.COPY_OUT:
-        _raise_for(conn, started)
+        _raise_for(conn, started, then=poller)
         raise ProtocolError("the server did not start the COPY of the slot's changes")
     finished = False
     try:
@@ -375,9 +375,17 @@ def _next_result(
         _wait(poller, stopping)
 
 
-def _raise_for(conn: psycopg.Connection[Any], result: pq.abc.PGresult | None) -> None:
+def _raise_for(
+    conn: psycopg.Connection[Any], result: pq.abc.PGresult | None, then: select.poll | None = None
+) -> None:
+    """Raise the error a result holds; ``then``: first read the statement's other results,
+    so that the connection is idle again."""
     if result is not None and result.status == pq.ExecStatus.FATAL_ERROR:
-        raise error_from_result(result, encoding=conn.info.encoding)
+        error = error_from_result(result, encoding=conn.info.encoding)
+        if then is not None:
+            with suppress(psycopg.Error):
+                _finish(conn, then, None)
+        raise error
 
 
 def _finish(
