@@ -575,3 +575,21 @@ def test_a_server_crash_that_rewinds_the_slot_loses_and_repeats_nothing(
         book.random_round(loans)
         assert lake.cli("sync").exit_code == 0
         assert_lake_matches_source(lake)
+
+
+def test_a_table_joins_the_lake_with_resync_table(lake: LakeEnv) -> None:
+    book, loans = seed(lake)
+    result = lake.cli("init", "--tables", f"{CUSTOMERS},{LOANS}", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(json.loads(result.stdout)["tables"]) == [CUSTOMERS, LOANS]
+    book.random_round(loans)
+    joined = lake.cli("resync", "--table", PAYMENTS, "--json")
+    assert joined.exit_code == 0, joined.stderr
+    body = json.loads(joined.stdout)
+    assert list(body["reloaded"]) == [PAYMENTS]
+    assert body["caught_up"]["changes"] > 0  # the others' changes up to the new slot's start
+    book.random_round(loans)
+    assert lake.cli("sync").exit_code == 0
+    assert_lake_matches_source(lake, [CUSTOMERS, LOANS, PAYMENTS])
+    refused = lake.cli("resync", "--table", "public.secrets")
+    assert refused.exit_code == 2 and "lake.tables" in refused.stderr

@@ -39,7 +39,7 @@ from abaco_cli import metrics
 from abaco_cli.db.binary_copy import TableReader
 from abaco_cli.db.connect import Connection, connect
 from abaco_cli.db.table_parquet import TableParquetWriter
-from abaco_cli.errors import AbacoError, UsageError
+from abaco_cli.errors import AbacoError, LockedError, UsageError
 from abaco_cli.lake import delta
 from abaco_cli.lake.changelog import ChangeLogWriter, StagedFile
 from abaco_cli.lake.changes import CHANGE_COLUMNS, BatchEnd, read_changes
@@ -695,7 +695,7 @@ def sync_lake(
     lake = Lake.open(settings, dest)
     clock = time.monotonic()
     result = SyncResult(lake.store.url, settings.lake.slot)
-    succeeded = False
+    succeeded = locked = False
     try:
         conn = _connect(settings)
         with (
@@ -745,9 +745,13 @@ def sync_lake(
     except SlotLostError:
         result.lost = True
         raise
+    except LockedError:
+        locked = True  # another sync is running: its outcome is the one to record
+        raise
     finally:
         result.seconds = time.monotonic() - clock
-        _record_sync(run, result, succeeded)
+        if not locked:
+            _record_sync(run, result, succeeded)
         lake.close()
 
 
@@ -1098,18 +1102,14 @@ def resync_lake(
                     if tables
                     else sorted(state.tables)
                 )
-                unknown = [n for n in names if n not in state.tables]
-                if unknown and tables:
-                    raise UsageError(
-                        f"{', '.join(unknown)} is not in this lake",
-                        hint="`abaco lake status` lists its tables.",
-                    )
+                # a table named that the lake does not hold yet (added to lake.tables) joins it
+                every = sorted(set(state.tables) | set(names))
                 old = slot_info(conn, state.slot)
                 usable = old is not None and not old.lost and not state.dropped
-                partial = usable and set(names) != set(state.tables)
+                partial = usable and set(names) != set(every)
                 if not partial:
-                    names = sorted(state.tables)
-                sources = _inspect(conn, settings, sorted(state.tables))
+                    names = every
+                sources = _inspect(conn, settings, every)
                 reload_sources = [s for s in sources if s.name in names]
                 new_slot = _other_slot(state.slot, settings.lake.slot)
                 if slot_info(conn, new_slot) is not None:
