@@ -593,3 +593,35 @@ def test_a_table_joins_the_lake_with_resync_table(lake: LakeEnv) -> None:
     assert_lake_matches_source(lake, [CUSTOMERS, LOANS, PAYMENTS])
     refused = lake.cli("resync", "--table", "public.secrets")
     assert refused.exit_code == 2 and "lake.tables" in refused.stderr
+
+
+def test_a_role_that_owns_nothing_uses_a_publication_made_by_the_owner(
+    lake: LakeEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/lake.md, 'Roles': REPLICATION and SELECT are enough when the tables' owner has
+    created the publication; a role that could do neither gets one line saying what to run."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    role = f"lake_role_{new_slot_name()}"
+    tables = ", ".join(KEYS)
+    lake.sql(f"CREATE ROLE {role} LOGIN REPLICATION")
+    lake.sql(f"GRANT USAGE ON SCHEMA core_banking, commercial TO {role}")
+    lake.sql(f"GRANT SELECT ON {tables} TO {role}")
+    seed(lake)
+    params = {**conninfo_to_dict(lake.dsn), "user": role}
+    monkeypatch.setenv("ABACO_DATABASE_URL", make_conninfo(**params))
+    try:
+        refused = lake.cli("init")
+        assert refused.exit_code == 1
+        assert "CREATE PUBLICATION abaco_lake FOR TABLE" in refused.stderr
+        lake.sql(f"CREATE PUBLICATION abaco_lake FOR TABLE {tables}")
+        result = lake.cli("init")
+        assert result.exit_code == 0, result.stderr
+        lake.sql("UPDATE core_banking.loans SET status = 'paid'")
+        assert lake.cli("sync").exit_code == 0
+        assert_lake_matches_source(lake)
+    finally:
+        drop_slots(lake.dsn)
+        lake.sql("DROP PUBLICATION IF EXISTS abaco_lake")
+        lake.sql(f"DROP OWNED BY {role}")
+        lake.sql(f"DROP ROLE {role}")

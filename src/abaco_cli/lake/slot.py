@@ -151,19 +151,42 @@ def _table_clause(table: PublishedTable) -> sql.Composable:
     return sql.SQL("{} ({})").format(ident, columns)
 
 
-def set_publication(conn: Connection, name: str, tables: Sequence[PublishedTable]) -> None:
-    """Create the publication for exactly these tables (and columns), or make an existing one
-    list exactly them."""
-    clause = sql.SQL(", ").join(_table_clause(t) for t in tables)
+def published_tables(conn: Connection, name: str) -> set[str] | None:
+    """The tables the publication lists (None: there is no such publication)."""
     exists = conn.execute("SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = %s", (name,))
     if exists.fetchone() is None:
-        conn.execute(
-            sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(name), clause)
-        )
-    else:
-        conn.execute(
-            sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(sql.Identifier(name), clause)
-        )
+        return None
+    rows = conn.execute(
+        "SELECT schemaname, tablename FROM pg_catalog.pg_publication_tables WHERE pubname = %s",
+        (name,),
+    ).fetchall()
+    return {f"{r[0]}.{r[1]}" for r in rows}
+
+
+def set_publication(conn: Connection, name: str, tables: Sequence[PublishedTable]) -> None:
+    """Create the publication for exactly these tables, or make an existing one list exactly
+    them. A publication that already does (a DBA may create it, so that abaco's role need not
+    own the tables) is left as it is."""
+    clause = sql.SQL(", ").join(_table_clause(t) for t in tables)
+    listed = published_tables(conn, name)
+    whole = all(t.columns is None for t in tables)
+    try:
+        if listed is None:
+            conn.execute(
+                sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(name), clause)
+            )
+        elif not whole or listed != {t.name for t in tables}:
+            conn.execute(
+                sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(sql.Identifier(name), clause)
+            )
+    except psycopg.errors.InsufficientPrivilege as exc:
+        wanted = ", ".join(t.name for t in tables)
+        raise SourceQueryError(
+            f"the source role may not create or change the publication {name}: "
+            f"{(exc.diag.message_primary or '').strip()}",
+            hint=f"Have the tables' owner run CREATE PUBLICATION {name} FOR TABLE {wanted}; "
+            "abaco then uses it as it is (docs/lake.md, 'Roles').",
+        ) from None
 
 
 def drop_publication(conn: Connection, name: str) -> bool:
