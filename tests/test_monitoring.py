@@ -4,17 +4,20 @@ the configuration's defaults, and use only metrics abaco really writes; so does 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from typer.testing import CliRunner
 
 from abaco_cli.metrics import FAMILIES
-from abaco_cli.settings import HealthSettings
+from abaco_cli.settings import HealthSettings, LakeSettings
 from tests.conftest import invoke
 from tests.ops import add_loans, metric_samples
 
@@ -33,7 +36,15 @@ ALERTS = {
     "AbacoDiskNearlyFull": "runbooks/disk-filling.md",
     "AbacoAuditChainBroken": "runbooks/audit-tampering.md",
     "AbacoUploadPending": "runbooks/upload-pending.md",
+    "AbacoLakeStale": "runbooks/lake-sync-failed.md",
+    "AbacoLakeSyncFailing": "runbooks/lake-sync-failed.md",
+    "AbacoLakeWalRetainedHigh": "runbooks/lake-wal-growing.md",
+    "AbacoLakeSlotLost": "runbooks/lake-slot-lost.md",
 }
+# Alerts with one rule per severity (the same alertname, so that the critical one can inhibit
+# the warning in Alertmanager).
+SEVERITIES = {"AbacoLakeWalRetainedHigh": ["warning", "critical"]}
+LAKE = "abaco_lake_"
 METRIC = re.compile(r"\babaco_[a-z0-9_]+\b")
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
@@ -42,11 +53,17 @@ needs_promtool = pytest.mark.skipif(
 )
 
 
-def rule_blocks() -> dict[str, str]:
-    """Each alert's block of the rules file, by alert name (the file keeps one per rule)."""
+def rule_list() -> list[tuple[str, str]]:
+    """(alert name, its block of the rules file) of every rule, in the file's order."""
     text = RULES.read_text(encoding="utf-8")
     parts = re.split(r"^\s*- alert:\s*", text, flags=re.MULTILINE)[1:]
-    return {part.split()[0]: part for part in parts}
+    return [(part.split()[0], part) for part in parts]
+
+
+def rule_blocks() -> dict[str, str]:
+    """Each alert's block of the rules file, by alert name (of an alert with a rule per
+    severity, the last; rule_list() has them all)."""
+    return dict(rule_list())
 
 
 def field(block: str, key: str) -> str:
@@ -61,7 +78,8 @@ def test_promtool_checks_the_rules() -> None:
         [str(PROMTOOL), "check", "rules", str(RULES)], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"{len(ALERTS)} rules found" in done.stdout
+    rules = len(ALERTS) + sum(len(levels) - 1 for levels in SEVERITIES.values())
+    assert f"{rules} rules found" in done.stdout
 
 
 @needs_promtool
@@ -78,14 +96,16 @@ def test_promtool_unit_tests_pass() -> None:
 
 
 def test_every_alert_is_there_with_its_annotations_and_runbook() -> None:
-    blocks = rule_blocks()
-    assert set(blocks) == set(ALERTS)
-    for name, runbook in ALERTS.items():
-        block = blocks[name]
+    rules = rule_list()
+    assert {name for name, _ in rules} == set(ALERTS)
+    for name, block in rules:
         assert field(block, "summary"), name
         assert field(block, "description"), name
-        assert field(block, "runbook_url") == runbook, name
+        assert field(block, "runbook_url") == ALERTS[name], name
         assert field(block, "severity") in {"warning", "critical"}, name
+    for name in ALERTS:
+        severities = [field(block, "severity") for each, block in rules if each == name]
+        assert severities == SEVERITIES.get(name, severities[:1]), (name, severities)
 
 
 def test_every_alert_has_a_unit_test() -> None:
@@ -125,6 +145,32 @@ def test_upload_pending_fires_at_the_health_checks_warning_limit() -> None:
     assert 'check!~"audit|freshness"' in critical
 
 
+def test_lake_alerts_follow_the_lake_settings_and_the_health_check() -> None:
+    """AbacoLakeStale reads the configured limit (lake.stale_critical_minutes, written as
+    abaco_lake_stale_limit_seconds), never a number; the WAL rules warn at 50 % and turn critical
+    at 80 % of the point where the source drops the slot's WAL, the health check's `lake` WARNING
+    and CRITICAL; a failed sync pages after three runs of the timer; a lost slot at once."""
+    defaults = LakeSettings()
+    assert (defaults.stale_warning_minutes, defaults.stale_critical_minutes) == (20, 60)
+    blocks = rule_blocks()
+    stale = field(blocks["AbacoLakeStale"], "expr")
+    assert stale == (
+        "(time() - abaco_lake_last_success_timestamp_seconds) > abaco_lake_stale_limit_seconds"
+    )
+    assert field(blocks["AbacoLakeStale"], "severity") == "critical"
+    failing = blocks["AbacoLakeSyncFailing"]
+    assert field(failing, "expr") == "abaco_lake_last_status == 0"
+    assert (field(failing, "for"), field(failing, "severity")) == ("15m", "warning")
+    wal = {field(b, "severity"): b for name, b in rule_list() if name == "AbacoLakeWalRetainedHigh"}
+    ratio = "abaco_lake_wal_retained_bytes / abaco_lake_wal_limit_bytes"
+    assert field(wal["warning"], "expr") == f"{ratio} > 0.5"
+    assert field(wal["warning"], "for") == "10m"
+    assert field(wal["critical"], "expr") == f"{ratio} > 0.8"
+    lost = blocks["AbacoLakeSlotLost"]
+    assert field(lost, "expr") == "abaco_lake_slot_lost == 1"
+    assert field(lost, "for") in ("0m", "1m") and field(lost, "severity") == "critical"
+
+
 def dashboard_exprs() -> list[str]:
     data = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     exprs = [t["expr"] for p in data["panels"] for t in p.get("targets", [])]
@@ -140,7 +186,7 @@ def test_the_dashboard_is_valid_and_provisioned() -> None:
     ids = [p["id"] for p in data["panels"]]
     assert len(ids) == len(set(ids))
     titles = " ".join(p["title"] for p in data["panels"]).lower()
-    for topic in ("freshness", "fail", "duration", "rows", "prune", "health", "upload"):
+    for topic in ("freshness", "fail", "duration", "rows", "prune", "health", "upload", "lake"):
         assert topic in titles, topic
     for panel in data["panels"]:
         if panel["type"] != "row":
@@ -158,6 +204,23 @@ def test_the_dashboard_shows_uploads() -> None:
         e.startswith("time() - abaco_upload_oldest_pending_timestamp_seconds{") for e in exprs
     )
     assert any("rate(abaco_upload_bytes_total{" in e for e in exprs)
+
+
+def test_the_dashboard_shows_the_lake() -> None:
+    """Slot lag, WAL retained against its limit, changes per second by table and operation, rows
+    per table, time since the last successful sync, batch duration."""
+    exprs = dashboard_exprs()
+    assert any(e.startswith("abaco_lake_slot_lag_bytes{") for e in exprs)
+    assert any(e.startswith("abaco_lake_wal_retained_bytes{") for e in exprs)
+    assert any(e.startswith("abaco_lake_wal_limit_bytes{") for e in exprs)
+    changes = [e for e in exprs if "rate(abaco_lake_changes_total{" in e]
+    assert changes and all("sum by (instance, table, op)" in e for e in changes)
+    assert any(e.startswith("abaco_lake_rows{") for e in exprs)
+    assert any(e.startswith("time() - abaco_lake_last_success_timestamp_seconds{") for e in exprs)
+    assert any(e.startswith("abaco_lake_batch_duration_seconds{") for e in exprs)
+    data = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    rows = [p["title"] for p in data["panels"] if p["type"] == "row"]
+    assert rows[-1] == "Lake"
 
 
 def test_rules_and_dashboard_use_only_metrics_abaco_writes(
@@ -197,11 +260,88 @@ def test_rules_and_dashboard_use_only_metrics_abaco_writes(
     assert invoke(cli, "healthcheck").exit_code == 0
     assert invoke(cli, "db", "check", "--data").exit_code == 0  # the abaco_dq_* families
     emitted = {name for name, _ in metric_samples(runtime_dir / "metrics" / "abaco.prom")}
-    assert emitted == set(FAMILIES)  # everything declared is really written
+    # everything declared is really written (the lake's families: the next test, after a sync)
+    assert {m for m in emitted if not m.startswith(LAKE)} == {
+        m for m in FAMILIES if not m.startswith(LAKE)
+    }
     used_by_rules = set(METRIC.findall(RULES.read_text(encoding="utf-8")))
     used_by_dashboard = {m for expr in dashboard_exprs() for m in METRIC.findall(expr)}
+    tested = set(METRIC.findall(RULE_TESTS.read_text(encoding="utf-8")))
+    used_by_rules, used_by_dashboard, tested = (
+        {m for m in used if not m.startswith(LAKE)}
+        for used in (used_by_rules, used_by_dashboard, tested)
+    )
     assert used_by_rules and used_by_dashboard
     assert used_by_rules <= emitted, used_by_rules - emitted
     assert used_by_dashboard <= emitted, used_by_dashboard - emitted
-    tested = set(METRIC.findall(RULE_TESTS.read_text(encoding="utf-8")))
     assert tested <= emitted, tested - emitted
+
+
+@pytest.fixture
+def wal_kept_512mb(db_conninfo: str) -> Iterator[None]:
+    """max_slot_wal_keep_size = 512 MB (Supabase's default) on the test server, so that the slot
+    has a WAL limit (abaco_lake_wal_limit_bytes); the server's own value back afterwards."""
+    with psycopg.connect(db_conninfo, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET max_slot_wal_keep_size = '512MB'")
+        conn.execute("SELECT pg_reload_conf()")
+    try:
+        yield
+    finally:
+        with psycopg.connect(db_conninfo, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM RESET max_slot_wal_keep_size")
+            conn.execute("SELECT pg_reload_conf()")
+
+
+def test_lake_rules_and_panels_use_only_metrics_a_real_sync_writes(
+    cli: CliRunner,
+    db_conninfo: str,
+    runtime_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    wal_kept_512mb: None,
+) -> None:
+    """`abaco lake init`, changes, `abaco lake sync` and the health check's `lake` check for real
+    (a slot of this test's own, WAL limited as on Supabase), then compare: every lake family is
+    written, and the rules, their tests and the dashboard use no other."""
+    slot = f"abaco_lake_monitoring_{os.getpid()}"
+    monkeypatch.setenv("ABACO_LAKE__SLOT", slot)
+    monkeypatch.setenv("ABACO_LAKE__PUBLICATION", slot)
+    monkeypatch.setenv("ABACO_LAKE__DESTINATION", str(tmp_path / "lake-dest"))
+    add_loans(db_conninfo)
+    try:
+        init = invoke(cli, "lake", "init")
+        assert init.exit_code == 0, init.output
+        with psycopg.connect(db_conninfo, autocommit=True) as conn:
+            conn.execute("UPDATE core_banking.loans SET principal = 1500.00 WHERE loan_id = 'L1'")
+            conn.execute("DELETE FROM core_banking.payment_schedule WHERE loan_id = 'L3'")
+        sync = invoke(cli, "lake", "sync")
+        assert sync.exit_code == 0, sync.output
+        health = invoke(cli, "healthcheck", "--check", "lake")
+        assert health.exit_code == 0, health.output
+        samples = metric_samples(runtime_dir / "metrics" / "abaco.prom")
+    finally:
+        with psycopg.connect(db_conninfo, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                " WHERE slot_name = %s",
+                (slot,),
+            )
+    emitted = {name for name, _ in samples if name.startswith(LAKE)}
+    assert emitted == {m for m in FAMILIES if m.startswith(LAKE)}
+    used = set(METRIC.findall(RULES.read_text(encoding="utf-8")))
+    used |= {m for expr in dashboard_exprs() for m in METRIC.findall(expr)}
+    used |= set(METRIC.findall(RULE_TESTS.read_text(encoding="utf-8")))
+    lake_used = {m for m in used if m.startswith(LAKE)}
+    assert lake_used and lake_used <= emitted, lake_used - emitted
+    # the figures the rules divide and compare are there and make sense
+    values = {name: value for (name, _labels), value in samples.items()}
+    assert values["abaco_lake_last_status"] == 1
+    assert values["abaco_lake_slot_lost"] == 0
+    assert values["abaco_lake_stale_limit_seconds"] == 60 * 60
+    assert 0 <= values["abaco_lake_wal_retained_bytes"] < values["abaco_lake_wal_limit_bytes"]
+    changes = {
+        dict(labels)["op"]: value
+        for (name, labels), value in samples.items()
+        if name == "abaco_lake_changes_total" and dict(labels)["table"] != ""
+    }
+    assert changes.get("update", 0) >= 1 and changes.get("delete", 0) >= 1, changes
