@@ -13,7 +13,9 @@
 # mode 0640; never overwritten) and /etc/abaco/abaco.toml (never overwritten), the runtime tree
 # /var/lib/abaco (mode 0750), and the units or the cron file (exports, prune, health check, and
 # the upload of runs not yet uploaded, a no-op until ABACO_UPLOAD__DESTINATION is set, and the
-# daily HTML report).
+# daily HTML report). The lake's sync (abaco-lake-sync.timer, or its cron line) is installed
+# but scheduled only while /etc/abaco/abaco.env has ABACO_LAKE_ENABLED='1': a sync before
+# `abaco lake init` exits 2 (deploy/README.md, "The lake").
 #
 # Upgrades: with systemd, the timers are stopped before anything changes and started again at
 # the end. The new venv is built beside the old one and the link is switched with one rename, so
@@ -108,6 +110,11 @@ fi
 timers=(abaco-export-dpd.timer abaco-export-kpi.timer abaco-export-pricing.timer
         abaco-export-analytics.timer abaco-prune.timer abaco-healthcheck.timer
         abaco-upload.timer abaco-report.timer)
+# Enabled only while the environment file says ABACO_LAKE_ENABLED='1' (below), never by default.
+lake_timer=abaco-lake-sync.timer
+# How install.sh comments out the lake's cron line while the lake is off; a line the operator
+# commented out (plain "#") stays commented out whatever the switch says.
+lake_off_mark="# [off until ABACO_LAKE_ENABLED='1' in /etc/abaco/abaco.env] "
 
 tmp=$(mktemp -d)                        # scratch space (also with --dry-run); removed at exit
 trap 'rm -rf "$tmp"' EXIT
@@ -178,6 +185,9 @@ copy_source() {
 
 # The shipped cron file with the operator's edits of the installed one carried over: its MAILTO
 # line, and the jobs commented out there (a job is known by its log file, export-kpi.log, ...).
+# The lake's line (lake-sync.log) follows the switch: with LAKE_ON=0 it gets $lake_off_mark in
+# front; a line that carries that mark in the installed file was install.sh's doing, not the
+# operator's, so it does not keep the line off once the switch is on.
 merge_cron() {
   local shipped=$1 installed=$2 mailto="" off="" key
   if [ -f "$installed" ]; then
@@ -185,18 +195,20 @@ merge_cron() {
     local active commented
     active=$(sed -n 's|^[[:space:]]*[^#[:space:]].*>>/var/log/abaco/\([A-Za-z0-9_-]*\)\.log.*|\1|p' \
       "$installed")
-    commented=$(sed -n 's|^[[:space:]]*#.*>>/var/log/abaco/\([A-Za-z0-9_-]*\)\.log.*|\1|p' \
-      "$installed")
+    commented=$(grep -vF "$lake_off_mark" "$installed" \
+      | sed -n 's|^[[:space:]]*#.*>>/var/log/abaco/\([A-Za-z0-9_-]*\)\.log.*|\1|p')
     for key in $commented; do
       # shellcheck disable=SC2086
       in_list "$key" $active || off="$off $key"
     done
   fi
-  MAILTO_LINE=$mailto DISABLED=$off awk '
+  MAILTO_LINE=$mailto DISABLED=$off LAKE_OFF_MARK=$lake_off_mark LAKE_ON=$lake_enabled awk '
     BEGIN { n = split(ENVIRON["DISABLED"], keys, " "); for (i = 1; i <= n; i++) off[keys[i]] = 1 }
     /^MAILTO=/ && ENVIRON["MAILTO_LINE"] != "" { print ENVIRON["MAILTO_LINE"]; next }
     $0 !~ /^[ \t]*#/ && match($0, />>\/var\/log\/abaco\/[A-Za-z0-9_-]+\.log/) {
-      if (substr($0, RSTART + 17, RLENGTH - 21) in off) { print "# " $0; next }
+      key = substr($0, RSTART + 17, RLENGTH - 21)
+      if (key in off) { print "# " $0; next }
+      if (key == "lake-sync" && ENVIRON["LAKE_ON"] != "1") { print ENVIRON["LAKE_OFF_MARK"] $0; next }
     }
     { print }
   ' "$shipped"
@@ -264,23 +276,41 @@ if [ "$dry_run" -eq 0 ]; then           # one install.sh at a time
   flock -n 9 || die "another install.sh is running (it holds $opt/.install.lock)"
 fi
 
+# The lake's switch: ABACO_LAKE_ENABLED='1' in the environment file, which the operator sets once
+# `abaco lake init` has run. It schedules the lake's sync (the timer enabled and started, or the
+# cron line uncommented); without it install.sh never schedules it. It does not unschedule a
+# timer enabled by hand (systemctl disable --now abaco-lake-sync.timer does).
+lake_enabled=0
+if [ -r "$R/etc/abaco/abaco.env" ] && grep -Eq \
+  "^[[:space:]]*ABACO_LAKE_ENABLED=('1'|\"1\"|1)[[:space:]]*\$" "$R/etc/abaco/abaco.env"; then
+  lake_enabled=1
+fi
+
 # With systemd, the timers stop before anything changes: no job starts while abaco or its
 # units are being replaced. (A job already running finishes in the venv it started in: the
 # previous venv is kept.) With cron, the link switch below is what keeps jobs consistent.
 was_active=()
 new_timers=()
+to_enable=()
 if [ "$mode" = systemd ]; then
   units_differ=0
   for unit in "$here"/systemd/*.service "$here"/systemd/*.timer; do
     same_file 0644 root root "$unit" "$R/etc/systemd/system/$(basename "$unit")" || units_differ=1
   done
-  same_file 0644 root root "$here/systemd/abaco-.service.d/sandbox.conf" \
-    "$R/etc/systemd/system/abaco-.service.d/sandbox.conf" || units_differ=1
+  for dropin in "$here"/systemd/*.d/*.conf; do
+    same_file 0644 root root "$dropin" \
+      "$R/etc/systemd/system/$(basename "$(dirname "$dropin")")/$(basename "$dropin")" \
+      || units_differ=1
+  done
   for timer in "${timers[@]}"; do
     [ -e "$R/etc/systemd/system/$timer" ] || new_timers+=("$timer")
   done
+  to_enable=("${new_timers[@]}")
+  if [ "$lake_enabled" -eq 1 ] && ! systemctl is-enabled --quiet "$lake_timer" 2>/dev/null; then
+    to_enable+=("$lake_timer")
+  fi
   if [ "$switch" -eq 1 ] || [ "$units_differ" -eq 1 ]; then
-    for timer in "${timers[@]}"; do
+    for timer in "${timers[@]}" "$lake_timer"; do
       if systemctl is-active --quiet "$timer" 2>/dev/null; then was_active+=("$timer"); fi
     done
     if [ "${#was_active[@]}" -gt 0 ]; then
@@ -383,25 +413,30 @@ if [ "$mode" = systemd ]; then
   units=$R/etc/systemd/system
   need_dir "$R/etc/systemd"
   need_dir "$units"
-  put_dir 0755 root root "$units/abaco-.service.d"
+  # Drop-ins: abaco-.service.d/ (every abaco-*.service) and any unit's own <unit>.d/.
+  for folder in "$here"/systemd/*.d/; do
+    put_dir 0755 root root "$units/$(basename "$folder")"
+  done
   before=$changes
   for unit in "$here"/systemd/*.service "$here"/systemd/*.timer; do
     put_file 0644 root root "$unit" "$units/$(basename "$unit")"
   done
-  put_file 0644 root root "$here/systemd/abaco-.service.d/sandbox.conf" \
-    "$units/abaco-.service.d/sandbox.conf"
+  for dropin in "$here"/systemd/*.d/*.conf; do
+    put_file 0644 root root "$dropin" \
+      "$units/$(basename "$(dirname "$dropin")")/$(basename "$dropin")"
+  done
   if [ "$changes" -ne "$before" ]; then
     say "installed the systemd units"
     run systemctl daemon-reload
   fi
   # A timer installed for the first time is enabled; the others keep their state, so a timer
-  # an operator disabled stays disabled.
-  if [ "${#new_timers[@]}" -gt 0 ]; then
-    run systemctl enable "${new_timers[@]}"
+  # an operator disabled stays disabled. The lake's timer is enabled by its switch only.
+  if [ "${#to_enable[@]}" -gt 0 ]; then
+    run systemctl enable "${to_enable[@]}"
   fi
   to_start=()
-  for timer in "${timers[@]}"; do
-    if in_list "$timer" "${new_timers[@]}" "${was_active[@]}"; then
+  for timer in "${timers[@]}" "$lake_timer"; do
+    if in_list "$timer" "${to_enable[@]}" "${was_active[@]}"; then
       to_start+=("$timer")
     elif systemctl is-enabled --quiet "$timer" 2>/dev/null \
       && ! systemctl is-active --quiet "$timer" 2>/dev/null; then
@@ -414,6 +449,10 @@ if [ "$mode" = systemd ]; then
     else
       say "--no-start: not started: ${to_start[*]} (systemctl start them when ready)"
     fi
+  fi
+  if [ "$lake_enabled" -eq 0 ] && ! systemctl is-enabled --quiet "$lake_timer" 2>/dev/null; then
+    say "$lake_timer is installed, not enabled: after abaco lake init, set"
+    say "ABACO_LAKE_ENABLED='1' in /etc/abaco/abaco.env and run install.sh again"
   fi
   say "done; next: edit /etc/abaco/abaco.env (the database; ABACO_UPLOAD__DESTINATION to upload),"
   say "then sudo -u abaco abaco healthcheck"
@@ -429,6 +468,10 @@ else
       "and the jobs commented out in /etc/cron.d/abaco"
   fi
   put_file 0644 root root "$tmp/abaco.cron" "$R/etc/cron.d/abaco"
+  if [ "$lake_enabled" -eq 0 ]; then
+    say "the lake sync line is commented out: after abaco lake init, set"
+    say "ABACO_LAKE_ENABLED='1' in /etc/abaco/abaco.env and run install.sh --cron again"
+  fi
   put_file 0644 root root "$here/cron/abaco.logrotate" "$R/etc/logrotate.d/abaco"
   say "done; next: edit /etc/abaco/abaco.env (the database; ABACO_UPLOAD__DESTINATION to upload)"
   say "and MAILTO in /etc/cron.d/abaco,"
