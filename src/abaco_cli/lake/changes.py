@@ -68,12 +68,12 @@ from abaco_cli.lake.pgoutput import (
     Relation,
     TupleColumn,
     Tuples,
+    column_to_arrow,
     gather,
     parse_begin,
     parse_commit,
     parse_relation,
     parse_truncate,
-    text_to_arrow,
     walk_tuples,
 )
 
@@ -805,8 +805,11 @@ class _Chunk:
         for table, parts in self.rows.items():
             order = np.concatenate([p.order for p in parts])
             ops = np.concatenate([np.full(len(p.order), p.op, dtype=np.int64) for p in parts])
-            sort = np.argsort(order, kind="stable")
-            order, ops = order[sort], ops[sort]
+            sort: Int64s | None = np.argsort(order, kind="stable")
+            if bool(np.all(order[1:] > order[:-1])):
+                sort = None  # in order already
+            else:
+                order, ops = order[sort], ops[sort]
             message = order >> _SUB_BITS
             txn = np.searchsorted(txn_at, message, side="right") - 1
             seq = before[message] - first_seq[txn] + (order & ((1 << _SUB_BITS) - 1))
@@ -828,30 +831,32 @@ class _Chunk:
         return ChangeChunk(tables, self.added)
 
     def _column(
-        self, state: _TableState, column: pa.Field, parts: list[_Rows], sort: Int64s
+        self, state: _TableState, column: pa.Field, parts: list[_Rows], sort: Int64s | None
     ) -> pa.Array:
         """One lake column of a table's rows, gathered and converted in one go."""
         kinds, starts, lengths = [], [], []
         for part in parts:
             found = part.columns.get(column.name)
-            if found is None:  # a truncate, or a row from before the column was added
+            if found is None:  # a truncate, or a row from before the column was added: NULL
                 size = len(part.order)
                 kinds.append(np.zeros(size, dtype=np.uint8))
-                starts.append(np.zeros(size, dtype=np.int64))
+                starts.append(self.messages.starts[part.order >> _SUB_BITS])
                 lengths.append(np.zeros(size, dtype=np.int64))
             else:
                 kinds.append(found.kind)
                 starts.append(found.start)
                 lengths.append(found.length)
-        kind = np.concatenate(kinds)[sort]
-        text = gather(
+        kind, start, length = (np.concatenate(k) for k in (kinds, starts, lengths))
+        if sort is not None:
+            kind, start, length = kind[sort], start[sort], length[sort]
+        return column_to_arrow(
             self.messages,
-            np.concatenate(starts)[sort],
-            np.concatenate(lengths)[sort],
+            start,
+            length,
             kind == TEXT,
-        )
-        return text_to_arrow(
-            text, column.type, state.where(column.name), check_utf8=self.batch.check_utf8
+            column.type,
+            state.where(column.name),
+            check_utf8=self.batch.check_utf8,
         )
 
 

@@ -51,6 +51,7 @@ __all__ = [
     "Truncate",
     "TupleColumn",
     "Tuples",
+    "column_to_arrow",
     "gather",
     "parse_begin",
     "parse_commit",
@@ -322,9 +323,11 @@ def walk_tuples(messages: Messages, positions: Int64s, ncols: int, wanted: Seque
         else:
             if not np.all(text | (kind == NULL) | (kind == UNCHANGED)):
                 raise ProtocolError("a pgoutput tuple column of an unknown kind")
+            # NULL and unchanged: an empty span just after the kind, so that the spans of a
+            # column still run forward through the buffer
             length = np.where(text, messages.at(">i4", position + 1), 0)
-            start = position + 5
-            after = np.where(text, start + length, position + 1)
+            start = np.where(text, position + 5, position + 1)
+            after = start + length
         if count and (int(length.min()) < 0 or int(after.max()) > limit):
             raise ProtocolError("a pgoutput tuple value that runs past its message")
         if index in keep:
@@ -333,32 +336,42 @@ def walk_tuples(messages: Messages, positions: Int64s, ncols: int, wanted: Seque
     return Tuples(columns, position)
 
 
+def _spans(
+    messages: Messages, start: Int64s, length: Int64s, valid: Bools
+) -> npt.NDArray[np.int32] | None:
+    """Offsets of a binary array of 2n values over the buffer whose even values are the spans
+    ``[start, start + length)`` (empty where not ``valid``) and whose odd values are the
+    bytes between them; None when the spans do not run forward through the buffer (Arrow's
+    offsets never decrease)."""
+    count = len(start)
+    if not valid.all():
+        length = np.where(valid, length, 0)
+    offsets = np.empty(2 * count + 1, dtype=np.int64)
+    offsets[0 : 2 * count : 2] = start
+    offsets[1 : 2 * count : 2] = start + length
+    offsets[2 * count] = offsets[2 * count - 1]
+    if offsets[-1] >= 2**31 or not bool(np.all(offsets[1:] >= offsets[:-1])):
+        return None
+    return offsets.astype(np.int32)
+
+
 def gather(messages: Messages, start: Int64s, length: Int64s, valid: Bools) -> pa.Array:
     """The spans ``[start, start + length)`` of the buffer as one binary array (NULL where not
-    ``valid``), copied in one Arrow ``take`` when the spans run forward through the buffer,
-    by a numpy gather otherwise."""
+    ``valid``), copied in one Arrow ``take`` when the spans run forward through the buffer
+    (as a column's spans do, in message order: walk_tuples places a NULL's empty span where it
+    lies), by a numpy gather otherwise."""
     count = len(start)
     if count == 0:
         return pa.array([], pa.binary())
-    all_valid = bool(valid.all())
-    lo = start if all_valid else np.where(valid, start, 0)
-    hi = lo + (length if all_valid else np.where(valid, length, 0))
-    offsets = np.empty(2 * count + 1, dtype=np.int64)
-    offsets[0 : 2 * count : 2] = lo
-    offsets[1 : 2 * count : 2] = hi
-    offsets[2 * count] = hi[-1]
-    if not all_valid:  # an empty span where NULL, at the end of the one before it
-        np.maximum.accumulate(offsets, out=offsets)
-    forward = bool(np.all(offsets[1:] >= offsets[:-1])) and (
-        all_valid or bool(np.array_equal(offsets[0 : 2 * count : 2][valid], start[valid]))
-    )
-    mask = None if all_valid else ~valid
-    if forward and offsets[-1] < 2**31:
+    offsets = _spans(messages, start, length, valid)
+    if offsets is not None:
         spans = pa.Array.from_buffers(
-            pa.binary(), 2 * count, [None, pa.py_buffer(offsets.astype(np.int32)), messages.arrow]
+            pa.binary(), 2 * count, [None, pa.py_buffer(offsets), messages.arrow]
         )
+        mask = None if valid.all() else ~valid
         indices = pa.array(np.arange(0, 2 * count, 2, dtype=np.int64), mask=mask)
         return pc.take(spans, indices)
+    all_valid = bool(valid.all())
     sizes = np.where(valid, length, 0)
     ends = np.cumsum(sizes)
     if ends[-1] >= 2**31:
@@ -550,3 +563,49 @@ def text_to_arrow(
             raise column.error(f"sent a value that is no {kind}") from None
         return _finite(column, converted) if pa.types.is_floating(kind) else converted
     raise column.error(f"has the Arrow type {kind}, which the lake cannot fill from text")
+
+
+def _parsed_in_place(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_decimal128(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_date32(kind)
+        or pa.types.is_timestamp(kind)
+    )
+
+
+def column_to_arrow(
+    messages: Messages,
+    start: Int64s,
+    length: Int64s,
+    valid: Bools,
+    kind: pa.DataType,
+    where: str,
+    *,
+    check_utf8: bool = True,
+) -> pa.Array:
+    """One column's values, the spans ``[start, start + length)`` of the buffer (NULL where
+    not ``valid``), as exact ``kind`` values (``text_to_arrow``). Numbers, dates and
+    timestamps are parsed where they lie, never copied: Arrow's cast reads the even values
+    of a string array of 2n values over the buffer whose odd values (the bytes between two
+    spans) are NULL, and the even results are kept."""
+    count = len(start)
+    offsets = _spans(messages, start, length, valid) if count else None
+    if offsets is None or not _parsed_in_place(kind):
+        return text_to_arrow(
+            gather(messages, start, length, valid), kind, where, check_utf8=check_utf8
+        )
+    every = np.zeros(2 * count, dtype=bool)
+    every[0::2] = valid
+    present = int(np.count_nonzero(valid))
+    bitmap = pa.py_buffer(np.packbits(every, bitorder="little"))
+    spans = pa.Array.from_buffers(
+        pa.binary(), 2 * count, [bitmap, pa.py_buffer(offsets), messages.arrow], 2 * count - present
+    )
+    parsed = text_to_arrow(spans, kind, where, check_utf8=False)
+    width = kind.bit_width // 8
+    values = np.frombuffer(parsed.buffers()[1], np.uint8, 2 * count * width, parsed.offset * width)
+    kept = np.ascontiguousarray(values.reshape(2 * count, width)[0::2])
+    nulls = None if present == count else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(kind, count, [nulls, pa.py_buffer(kept)], count - present)
