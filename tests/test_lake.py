@@ -647,3 +647,24 @@ def test_a_role_that_owns_nothing_uses_a_publication_made_by_the_owner(
         lake.sql("DROP PUBLICATION IF EXISTS abaco_lake")
         lake.sql(f"DROP OWNED BY {role}")
         lake.sql(f"DROP ROLE {role}")
+
+
+def test_a_forged_note_or_state_from_the_future_never_skips_changes(lake: LakeEnv) -> None:
+    book, loans = seed(lake)
+    assert lake.cli("init").exit_code == 0
+    state_file = lake.dest / "lake" / "_state" / "lake.json"
+    note_file = lake.dest / "lake" / "_state" / "batch.json"
+    state = json.loads(state_file.read_text())
+    # a note that claims a batch reaching far beyond the WAL: ignored, not replayed
+    note_file.write_text(json.dumps({"start": state["lsn"], "end": "FF/0"}))
+    book.random_round(loans)
+    result = lake.cli("sync", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert not json.loads(result.stdout)["batches"][0]["replayed"]
+    assert_lake_matches_source(lake)
+    # a state that claims LSNs the source has not written: refused, nothing skipped
+    good = state_file.read_text()
+    state_file.write_text(json.dumps({**json.loads(good), "lsn": "FF/0"}))
+    refused = lake.cli("sync")
+    assert refused.exit_code == 1 and "past the source's WAL" in refused.stderr
+    state_file.write_text(good)

@@ -59,6 +59,7 @@ from abaco_cli.lake.slot import (
     source_lock,
 )
 from abaco_cli.lake.store import (
+    BATCH_NOTE_NAME,
     BatchManifest,
     LakeState,
     LakeStateError,
@@ -639,6 +640,11 @@ class _Batch:
                 c for c in self._added_columns(name) if c.name in {f.name for f in added}
             ]
         covered = target.covered_lsn()
+        if covered is not None and covered > lsn:
+            raise LakeStateError(
+                f"the Delta table of {name} says it holds changes up to {format_lsn(covered)}, "
+                f"past this batch's end {format_lsn(lsn)}: its commit metadata was edited"
+            )
         if covered is None or covered < lsn:
             net = self.nets[name]
             rows = net.result(schema.names)
@@ -721,8 +727,14 @@ def sync_lake(
                 _checkpoint("locked")
                 _check_source(conn, state)
                 result.start = state.lsn
-                _, result.reconciled = _reconcile(conn, state)
                 upto = flush_lsn(conn)
+                if state.position > upto:
+                    raise LakeStateError(
+                        f"the lake's state is at {state.lsn}, past the source's WAL "
+                        f"({format_lsn(upto)}): the state was edited, or belongs to another "
+                        "server"
+                    )
+                _, result.reconciled = _reconcile(conn, state)
                 state, version = _catch_up(
                     lake,
                     conn,
@@ -803,6 +815,10 @@ def _catch_up(
     replay = (
         note is not None and _lsn(note.start) == state.position and _lsn(note.end) > state.position
     )
+    if replay and note is not None and _lsn(note.end) > upto:
+        # a genuine note ends at WAL that was flushed when it was written: this one was not
+        log.warning("ignoring %s: its end %s is past the source's WAL", BATCH_NOTE_NAME, note.end)
+        replay = False
     while True:
         batch_upto = _lsn(note.end) if replay and note is not None else upto
         nchanges = None if replay else lake.settings.lake.batch_changes
