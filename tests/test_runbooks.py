@@ -33,6 +33,10 @@ ALERT_PAGES = {
     "AbacoDiskNearlyFull": "disk-filling.md",
     "AbacoAuditChainBroken": "audit-tampering.md",
     "AbacoUploadPending": "upload-pending.md",
+    "AbacoLakeStale": "lake-sync-failed.md",
+    "AbacoLakeSyncFailing": "lake-sync-failed.md",
+    "AbacoLakeWalRetainedHigh": "lake-wal-growing.md",
+    "AbacoLakeSlotLost": "lake-slot-lost.md",
 }
 SITUATION_PAGES = [
     "database-unreachable.md",
@@ -41,6 +45,7 @@ SITUATION_PAGES = [
     "new-vm.md",
     "kpi-json-broken.md",
     "report-failed.md",
+    "lake-schema-change.md",
 ]
 
 
@@ -415,6 +420,7 @@ def test_every_source_yields_commands() -> None:
     assert "deploy/systemd/abaco-healthcheck.service" in wheres
     assert "deploy/systemd/abaco-upload.service" in wheres
     assert "deploy/systemd/abaco-report.service" in wheres
+    assert "deploy/systemd/abaco-lake-sync.service" in wheres
     jobs = list(cron_jobs())
     assert jobs
     cron_commands = [f for f in COMMANDS if f.where.startswith("deploy/cron/")]
