@@ -8,7 +8,13 @@ bucket or the subscription, never on the project, the exporter replacing objects
 <prefix>/exports/ and <prefix>/_control/latest/ and only creating manifests; BigQuery external
 tables over the Parquet files of the runtime tree, Hive-partitioned on as_of_date (which the
 Parquet files leave to the folder name), reading nothing under _control/; one remote layout in
-every module; typed and described variables; `terraform fmt` clean.
+every module; typed and described variables; `terraform fmt` clean. The lake: a bucket of its own
+with no lifecycle rule that deletes a live object (a Delta table's current version uses files of
+any age), versioned, soft delete, the writer creating, overwriting and deleting under
+<prefix>/lake/ only; BigQuery reading it through a BigLake connection whose service account is
+the only reader of the bucket, a DELTA_LAKE table per captured table and a change-log table
+Hive-partitioned on commit_date, both matching what a real `abaco lake sync` writes and reading
+neither the lake's state nor its batch manifests.
 `terraform validate` needs the provider registry and is not run here (terraform/README.md); the
 versions are pinned with `~>`, and the provider lock file is checked once it is committed.
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 import csv
 import fnmatch
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -33,6 +40,7 @@ from typer.testing import CliRunner
 
 from abaco_cli.datasets import REGISTRY
 from abaco_cli.runtime.tree import RuntimeTree
+from abaco_cli.settings import Settings
 from tests.conftest import invoke
 from tests.ops import add_loans
 
@@ -201,6 +209,8 @@ BUCKET = TERRAFORM / "modules" / "export_bucket"
 NOTIFY = TERRAFORM / "modules" / "export_notifications"
 ACCESS = TERRAFORM / "modules" / "export_access"
 BIGQUERY = TERRAFORM / "modules" / "bigquery_exports"
+LAKE_BUCKET = TERRAFORM / "modules" / "lake_bucket"
+BIGQUERY_LAKE = TERRAFORM / "modules" / "bigquery_lake"
 EXAMPLE = TERRAFORM / "examples" / "landing_zone"
 # Every versions.tf pins these; .terraform.lock.hcl (terraform/README.md) pins the exact release.
 TERRAFORM_CONSTRAINT = "~> 1.5"
@@ -268,9 +278,11 @@ def test_provider_lock_file_pins_the_provider_with_hashes_or_is_documented() -> 
 def test_the_expected_modules_and_one_example() -> None:
     assert [p.name for p in MODULE_DIRS] == [
         "bigquery_exports",
+        "bigquery_lake",
         "export_access",
         "export_bucket",
         "export_notifications",
+        "lake_bucket",
     ]
     assert [p.name for p in EXAMPLE_DIRS] == ["landing_zone"]
 
@@ -663,3 +675,287 @@ def test_the_example_wires_every_module() -> None:
         assert (EXAMPLE / source).resolve().is_dir()
     outputs = {name for entry in module(EXAMPLE).get("output", []) for name in entry}
     assert {"bucket_name", "exporter_service_account", "consumer_subscription"} <= outputs
+
+
+# --- the lake ----------------------------------------------------------------------------------
+#
+# `abaco lake` with ABACO_LAKE__DESTINATION=gs://LAKE_BUCKET/<prefix> writes below
+# <prefix>/lake/ (docs/lake.md): _state/lake.json, _batches/<start>_<end>.json,
+# changes/<schema>.<table>/commit_date=D/changes_<start>_<end>.parquet and the Delta tables
+# tables/<schema>.<table>/ (_delta_log/ and Parquet files). render_lake() fills in the modules'
+# strings for one prefix and the bucket named b.
+
+START, END = "00000000016B3748", "00000000016B3800"
+
+
+def render_lake(expression: str, prefix: str, table: str | None = None) -> str:
+    text = expression.replace("${local.root}", object_root(prefix))
+    text = text.replace("${var.bucket_name}", "b").replace("${var.name}", "b")
+    text = text.replace("${local.lake}", f"gs://b/{object_root(prefix)}lake")
+    if table is not None:
+        text = text.replace("${each.value}", table)
+    assert "${" not in text, text
+    return text
+
+
+def lake_objects(prefix: str, table: str = "core_banking.loans") -> dict[str, list[str]]:
+    """Object names the lake writes for one table, by kind."""
+    lake = f"{object_root(prefix)}lake"
+    return {
+        "state": [f"{lake}/_state/lake.json"],
+        "batches": [f"{lake}/_batches/{START}_{END}.json"],
+        "changes": [
+            f"{lake}/changes/{table}/commit_date=2025-06-30/changes_{START}_{END}.parquet",
+        ],
+        "delta": [
+            f"{lake}/tables/{table}/_delta_log/00000000000000000000.json",
+            f"{lake}/tables/{table}/part-00001-0a1b2c3d-c000.snappy.parquet",
+        ],
+    }
+
+
+def contract_tables() -> list[str]:
+    """The source contract's tables (tables.* of the configuration), which the lake captures by
+    default."""
+    tables = Settings().tables
+    return [str(getattr(tables, role)) for role in tables.roles()]
+
+
+def test_lake_bucket_is_private_versioned_and_never_deletes_live_objects() -> None:
+    """A Delta table's current version keeps using files of any age (the initial load, rows that
+    never change): no lifecycle rule may delete a live object, unlike the exports' bucket. What
+    vacuum or a crashed sync's cleanup deletes stays restorable (versions, soft delete)."""
+    bucket = the(LAKE_BUCKET, "google_storage_bucket", "lake")
+    assert bucket["uniform_bucket_level_access"] is True
+    assert bucket["public_access_prevention"] == "enforced"
+    assert default(LAKE_BUCKET, "force_destroy") is False
+    assert block(bucket, "versioning")["enabled"] is True
+    assert "retention_policy" not in bucket
+    policy = block(bucket, "soft_delete_policy")
+    assert policy["retention_duration_seconds"] == "${var.soft_delete_days * 86400}"
+    assert 7 <= default(LAKE_BUCKET, "soft_delete_days") <= 90
+    deletes = [r for r in bucket["lifecycle_rule"] if block(r, "action")["type"] == "Delete"]
+    assert deletes, "noncurrent versions must expire"
+    for rule in deletes:
+        assert block(rule, "condition").get("with_state") == "ARCHIVED", rule
+    assert default(LAKE_BUCKET, "noncurrent_version_days") >= 7
+    assert "retention_days" not in variables(LAKE_BUCKET)
+
+
+def test_lake_writer_writes_under_the_lake_prefix_only() -> None:
+    """The exporter reads and lists the lake's bucket and creates, overwrites and deletes only
+    under <prefix>/lake/ (the state's compare-and-swap, a batch written again, vacuum)."""
+    member = "${var.writer_member}"
+    grants = [
+        (name, body)
+        for _path, kind, name, body in all_resources()
+        if kind == "google_storage_bucket_iam_member" and body.get("member") == member
+    ]
+    assert all(b["bucket"] == "${google_storage_bucket.lake.name}" for _, b in grants)
+    unconditional = sorted(b["role"] for _, b in grants if "condition" not in b)
+    assert unconditional == ["roles/storage.objectViewer"]
+    conditional = [b for _, b in grants if "condition" in b]
+    assert [b["role"] for b in conditional] == ["roles/storage.objectUser"]
+    expression = block(conditional[0], "condition")["expression"]
+    assert expression == 'resource.name.startsWith("${local.objects}${local.lake_prefix}")'
+    assert local(LAKE_BUCKET, "objects") == "projects/_/buckets/${var.name}/objects/"
+    assert local(LAKE_BUCKET, "lake_prefix") == "${local.root}lake/"
+    for prefix in PREFIXES:
+        allowed = render_lake(
+            local(LAKE_BUCKET, "objects") + local(LAKE_BUCKET, "lake_prefix"), prefix
+        )
+        for kind, names in lake_objects(prefix).items():
+            for name in names:
+                assert f"projects/_/buckets/b/objects/{name}".startswith(allowed), (kind, name)
+        outside = [f"{object_root(prefix)}exports/x.parquet", f"{object_root(prefix)}lakes/x"]
+        if prefix:  # "prod" does not cover a neighbour "prod2/lake/..."
+            outside.append(f"{prefix}2/lake/_state/lake.json")
+        for name in outside:
+            assert not f"projects/_/buckets/b/objects/{name}".startswith(allowed), name
+
+
+def test_lake_modules_read_the_same_prefix_and_the_example_passes_it() -> None:
+    """lake_bucket and bigquery_lake agree on <prefix> (the one of ABACO_LAKE__DESTINATION) and
+    validate it as every other module does; the example passes both its lake_prefix and says
+    where the VM's lake goes."""
+    root = '${var.prefix == "" ? "" : "${var.prefix}/"}'
+    rule = block(variables(ACCESS)["prefix"], "validation")["condition"]
+    for folder in (LAKE_BUCKET, BIGQUERY_LAKE):
+        assert local(folder, "root") == root, folder.name
+        body = variables(folder)["prefix"]
+        assert default(folder, "prefix") == ""
+        assert "ABACO_LAKE__DESTINATION" in body["description"], folder.name
+        assert block(body, "validation")["condition"] == rule, folder.name
+    example_rule = block(variables(EXAMPLE)["lake_prefix"], "validation")["condition"]
+    assert example_rule == rule.replace("var.prefix", "var.lake_prefix")
+    calls = {
+        name: body for entry in module(EXAMPLE).get("module", []) for name, body in entry.items()
+    }
+    assert calls["lake_bucket"]["prefix"] == "${var.lake_prefix}"
+    assert calls["bigquery_lake"]["prefix"] == "${var.lake_prefix}"
+    assert calls["bigquery_lake"]["bucket_name"] == "${module.lake_bucket.name}"
+    assert calls["lake_bucket"]["writer_member"] == (
+        "serviceAccount:${module.access.exporter_email}"
+    )
+    # its own bucket, never the exports' one (whose lifecycle deletes objects after 90 days)
+    assert calls["lake_bucket"]["name"] == "${local.lake_bucket_name}"
+    assert local(EXAMPLE, "lake_bucket_name") != local(EXAMPLE, "bucket_name")
+    outputs = {
+        name: body for entry in module(EXAMPLE).get("output", []) for name, body in entry.items()
+    }
+    assert outputs["lake_destination"]["value"] == "${module.lake_bucket.destination}"
+    lake_outputs = {
+        name: body
+        for entry in module(LAKE_BUCKET).get("output", [])
+        for name, body in entry.items()
+    }
+    assert lake_outputs["destination"]["value"] == (
+        '${trimsuffix("gs://${google_storage_bucket.lake.name}/${var.prefix}", "/")}'
+    )
+
+
+def test_bigquery_reads_the_lake_through_a_biglake_connection() -> None:
+    """A Cloud resource connection whose service account may read the lake's bucket (and is the
+    only reader it needs: the dataset's readers never get the bucket); every table reads through
+    it and is created after that grant."""
+    connection = the(BIGQUERY_LAKE, "google_bigquery_connection", "lake")
+    assert block(connection, "cloud_resource") == {}
+    assert connection["location"] == "${var.location}"
+    grant = the(BIGQUERY_LAKE, "google_storage_bucket_iam_member", "connection_reads_lake")
+    assert grant == {
+        "bucket": "${var.bucket_name}",
+        "role": "roles/storage.objectViewer",
+        "member": "serviceAccount:"
+        "${google_bigquery_connection.lake.cloud_resource[0].service_account_id}",
+    }
+    readers = the(BIGQUERY_LAKE, "google_bigquery_dataset_iam_member", "readers")
+    assert readers["role"] == "roles/bigquery.dataViewer"
+    for name in ("current", "changes"):
+        table = the(BIGQUERY_LAKE, "google_bigquery_table", name)
+        assert table["for_each"] == "${local.tables}"
+        assert table["dataset_id"] == "${google_bigquery_dataset.lake.dataset_id}"
+        config = block(table, "external_data_configuration")
+        assert config["connection_id"] == "${google_bigquery_connection.lake.name}"
+        assert config["autodetect"] is True
+        assert "${google_storage_bucket_iam_member.connection_reads_lake}" in table["depends_on"]
+    assert local(BIGQUERY_LAKE, "lake") == "gs://${var.bucket_name}/${local.root}lake"
+    assert local(BIGQUERY_LAKE, "tables") == (
+        '${{for table in var.tables : replace(table, ".", "_") => table}}'
+    )
+    calls = {
+        name: body for entry in module(EXAMPLE).get("module", []) for name, body in entry.items()
+    }
+    assert calls["bigquery_lake"]["count"] == "${var.lake_in_bigquery ? 1 : 0}"
+    assert default(EXAMPLE, "lake_in_bigquery") is False  # after `abaco lake init` only
+
+
+def test_lake_tables_are_the_contract_tables_by_default() -> None:
+    assert default(BIGQUERY_LAKE, "tables") == contract_tables()
+    assert default(EXAMPLE, "lake_tables") == contract_tables()
+
+
+def test_lake_table_uris_match_the_lake_layout_and_skip_its_state() -> None:
+    """The Delta table is its folder; the change-log table reads the table's change files,
+    partitioned on commit_date (CUSTOM, DATE); neither reads the state, the batch manifests or
+    another table's files."""
+    current = block(
+        the(BIGQUERY_LAKE, "google_bigquery_table", "current"), "external_data_configuration"
+    )
+    changes = block(
+        the(BIGQUERY_LAKE, "google_bigquery_table", "changes"), "external_data_configuration"
+    )
+    assert current["source_format"] == "DELTA_LAKE"
+    assert current["source_uris"] == ["${local.lake}/tables/${each.value}"]
+    assert "hive_partitioning_options" not in current
+    assert changes["source_format"] == "PARQUET"
+    assert changes["source_uris"] == ["${local.lake}/changes/${each.value}/*"]
+    hive = block(changes, "hive_partitioning_options")
+    assert hive["mode"] == "CUSTOM"
+    assert hive["source_uri_prefix"] == "${local.lake}/changes/${each.value}/{commit_date:DATE}"
+    assert hive["require_partition_filter"] == "${var.require_partition_filter}"
+    tables = default(BIGQUERY_LAKE, "tables")
+    for prefix in PREFIXES:
+        for table in tables:
+            folder = render_lake(current["source_uris"][0], prefix, table)
+            pattern = render_lake(changes["source_uris"][0], prefix, table)
+            mine = lake_objects(prefix, table)
+            for name in mine["delta"]:
+                assert f"gs://b/{name}".startswith(folder + "/"), name
+            for name in mine["changes"]:
+                assert fnmatch.fnmatch(f"gs://b/{name}", pattern), name
+            others = [t for t in tables if t != table]
+            outside = mine["state"] + mine["batches"] + mine["delta"]
+            for other in others:
+                outside += lake_objects(prefix, other)["changes"]
+            for name in outside:
+                assert not fnmatch.fnmatch(f"gs://b/{name}", pattern), name
+            for other in others:
+                for name in lake_objects(prefix, other)["delta"]:
+                    assert not f"gs://b/{name}".startswith(folder + "/"), name
+
+
+def test_lake_writes_what_the_bigquery_tables_read(
+    cli: CliRunner,
+    db_conninfo: str,
+    runtime_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A real `abaco lake init`, changes and `abaco lake sync` into a folder: every captured table
+    has its Delta table where the DELTA_LAKE table reads it, and change files that the change-log
+    table's pattern and Hive prefix match, which carry commit_date only in their folder name
+    (BigQuery refuses a partition key that is also a column in the files) and its five
+    bookkeeping columns; the state and the batch manifests are outside every table's URIs."""
+    import psycopg
+    from deltalake import DeltaTable
+
+    slot = f"abaco_lake_terraform_{os.getpid()}"
+    dest = tmp_path / "lake-dest"
+    monkeypatch.setenv("ABACO_LAKE__SLOT", slot)
+    monkeypatch.setenv("ABACO_LAKE__PUBLICATION", slot)
+    monkeypatch.setenv("ABACO_LAKE__DESTINATION", str(dest))
+    add_loans(db_conninfo)
+    try:
+        assert invoke(cli, "lake", "init").exit_code == 0
+        with psycopg.connect(db_conninfo, autocommit=True) as conn:
+            conn.execute("UPDATE core_banking.loans SET principal = 1500.00 WHERE loan_id = 'L1'")
+        sync = invoke(cli, "lake", "sync")
+        assert sync.exit_code == 0, sync.output
+    finally:
+        with psycopg.connect(db_conninfo, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                " WHERE slot_name = %s",
+                (slot,),
+            )
+    lake = dest / "lake"
+    current = block(
+        the(BIGQUERY_LAKE, "google_bigquery_table", "current"), "external_data_configuration"
+    )
+    changes = block(
+        the(BIGQUERY_LAKE, "google_bigquery_table", "changes"), "external_data_configuration"
+    )
+    written = sorted(p.relative_to(dest).as_posix() for p in lake.rglob("*") if p.is_file())
+    assert any(name.startswith("lake/_state/") for name in written)
+    assert any(name.startswith("lake/_batches/") for name in written)
+    for table in default(BIGQUERY_LAKE, "tables"):
+        folder = render_lake(current["source_uris"][0], "", table).removeprefix("gs://b/")
+        assert (dest / folder / "_delta_log").is_dir(), folder
+        assert DeltaTable(str(dest / folder)).version() >= 0
+        pattern = render_lake(changes["source_uris"][0], "", table).removeprefix("gs://b/")
+        files = [name for name in written if name.startswith(pattern.removesuffix("*"))]
+        assert files, f"no change files for {table}"
+        for name in files:
+            assert fnmatch.fnmatch(name, pattern), name
+            partition = Path(name).parent.name
+            assert re.fullmatch(r"commit_date=\d{4}-\d{2}-\d{2}", partition), name
+            assert date.fromisoformat(partition.removeprefix("commit_date="))
+            schema = pq.read_schema(dest / name)
+            assert "commit_date" not in schema.names, name
+            assert schema.names[:5] == ["_op", "_commit_lsn", "_xid", "_commit_time", "_seq"]
+    every = [
+        render_lake(changes["source_uris"][0], "", t) for t in default(BIGQUERY_LAKE, "tables")
+    ]
+    for name in written:
+        if name.startswith(("lake/_state/", "lake/_batches/")):
+            assert not any(fnmatch.fnmatch(f"gs://b/{name}", p) for p in every), name

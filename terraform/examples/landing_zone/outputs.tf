@@ -47,3 +47,23 @@ output "bigquery_tables" {
   description = "External tables over the Parquet exports."
   value       = module.bigquery.table_ids
 }
+
+output "lake_destination" {
+  description = "Set ABACO_LAKE__DESTINATION to this in /etc/abaco/abaco.env on the VM, then run `abaco lake init` (deploy/README.md, \"The lake\")."
+  value       = module.lake_bucket.destination
+}
+
+output "lake_bucket_name" {
+  description = "The lake's bucket: its change log and Delta tables under <lake_prefix>/lake/."
+  value       = module.lake_bucket.name
+}
+
+output "lake_tables" {
+  description = "BigQuery tables over the lake's Delta tables (empty until lake_in_bigquery = true)."
+  value       = try(module.bigquery_lake[0].table_ids, {})
+}
+
+output "lake_change_tables" {
+  description = "BigQuery tables over the lake's change log (empty until lake_in_bigquery = true)."
+  value       = try(module.bigquery_lake[0].change_table_ids, {})
+}
