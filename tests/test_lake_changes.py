@@ -313,7 +313,9 @@ def test_nan_numeric_is_refused_naming_the_column(book: Lake) -> None:
 # ------------------------------------------------------------------- the kinds of change
 
 
-def test_inserts_updates_deletes_a_key_update_and_a_truncate(book: Lake) -> None:
+@pytest.mark.parametrize("chunk", [50_000, 1])
+def test_inserts_updates_deletes_a_key_update_and_a_truncate(book: Lake, chunk: int) -> None:
+    """Also in chunks of about one message: a chunk may end anywhere in a transaction."""
     book.publish(PAYMENTS, LOANS)
     lsns, xids = [book.flush_lsn()], []
     for statements in (
@@ -333,7 +335,7 @@ def test_inserts_updates_deletes_a_key_update_and_a_truncate(book: Lake) -> None
                 writer.execute(statement)
         lsns.append(book.flush_lsn())
     payments, loans = book.captured(PAYMENTS), book.captured(LOANS)
-    chunks, end = book.read([payments, loans])
+    chunks, end = book.read([payments, loans], chunk=chunk)
     table = joined(chunks, PAYMENTS)
     assert rows_of(table, "_op", "_seq", "payment_id", "loan_id", "principal_paid") == [
         ("insert", 0, "P1", "L1", Decimal("10.00")),

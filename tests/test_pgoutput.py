@@ -27,6 +27,7 @@ from abaco_cli.lake.pgoutput import (
     Relation,
     RelationColumn,
     Truncate,
+    column_to_arrow,
     gather,
     parse_begin,
     parse_commit,
@@ -344,6 +345,51 @@ def test_gather_spans_out_of_order() -> None:
     assert gather(messages, start, length, valid).to_pylist() == [b"cde", b"cde", b"a", None]
     forward = gather(messages, start[2:], length[2:], valid[2:])
     assert forward.to_pylist() == [b"a", None]
+
+
+def test_values_parsed_where_they_lie_equal_those_copied_first() -> None:
+    """column_to_arrow parses numbers, dates and timestamps in the buffer (no copy): the same
+    values as text_to_arrow of the gathered text, NULLs included; spans out of order too."""
+    oid = 1
+    rows = [
+        ("1.50", "2024-02-29", "1999-12-31 23:59:59.5+00", "7", "0.25", "x"),
+        (None, None, None, None, None, None),
+        ("-9999999999999999.99", "10000-01-01", "2038-01-19 03:14:08+00", "-1", "1e-300", ""),
+        ("0.00", "0001-01-01", "0001-01-01 00:00:00+00", "0", "-0", None),
+    ]
+    messages = messages_of(*(insert_message(oid, *row) for row in rows))
+    tuples = walk_tuples(messages, messages.starts + 6, 6, wanted=range(6))
+    kinds = [
+        pa.decimal128(18, 2),
+        pa.date32(),
+        pa.timestamp("us", tz="UTC"),
+        pa.int64(),
+        pa.float64(),
+        pa.string(),
+    ]
+    for index, kind in enumerate(kinds):
+        column = tuples.columns[index]
+        for order in (np.arange(4), np.array([2, 0, 3, 1])):  # forward, then out of order
+            picked = column.take(order)
+            parsed = column_to_arrow(
+                messages, picked.start, picked.length, picked.valid, kind, "column 'c' of s.t"
+            )
+            copied = text_to_arrow(
+                gather(messages, picked.start, picked.length, picked.valid), kind, "c"
+            )
+            assert parsed.type == kind and parsed.equals(copied), (kind, order)
+            assert parsed.null_count == int((~picked.valid).sum())
+    nan = messages_of(insert_message(oid, "1.00"), insert_message(oid, "NaN"))
+    values = walk_tuples(nan, nan.starts + 6, 1, wanted=(0,)).columns[0]
+    with pytest.raises(DataError, match=r"^column 'c' of s\.t holds NaN"):
+        column_to_arrow(
+            nan,
+            values.start,
+            values.length,
+            values.valid,
+            pa.decimal128(18, 2),
+            "column 'c' of s.t",
+        )
 
 
 # ------------------------------------------------------------------- text to Arrow types
