@@ -313,14 +313,15 @@ def _copy_chunks(
     poller = select.poll()
     poller.register(pgconn.socket, select.POLLIN)
     pgconn.send_query(statement)
-    while pgconn.flush():
-        select.select([], [pgconn.socket], [])
-    started = _next_result(pgconn, poller, stopping)
-    if started is None or started.status != pq.ExecStatus.COPY_OUT:
-        _raise_for(conn, started, then=poller)
-        raise ProtocolError("the server did not start the COPY of the slot's changes")
     finished = False
     try:
+        while pgconn.flush():
+            select.select([], [pgconn.socket], [], _POLL_MS / 1000)
+        started = _next_result(pgconn, poller, stopping)
+        if started is None or started.status != pq.ExecStatus.COPY_OUT:
+            finished = True
+            _raise_for(conn, started, then=poller)
+            raise ProtocolError("the server did not start the COPY of the slot's changes")
         buffer, lengths = bytearray(), array("q")
         header = trailer = False
         get = pgconn.get_copy_data
@@ -403,16 +404,24 @@ def _finish(
 
 
 def _abandon(conn: psycopg.Connection[Any], poller: select.poll) -> None:
-    """Cancel a COPY left before its end and drain it; never raises (an error is on its way)."""
+    """Cancel a COPY left before its end (or before it started) and read what is left of
+    it, so that the connection is idle again; never raises (an error is on its way)."""
     try:
         conn.cancel_safe(timeout=5.0)
         pgconn = conn.pgconn
-        while (size := pgconn.get_copy_data(1)[0]) >= 0:
-            if size == 0:
+        while True:
+            pgconn.consume_input()
+            if pgconn.is_busy():
                 _wait(poller, None)
-                pgconn.consume_input()
-        with suppress(psycopg.Error):
-            _finish(conn, poller, None)
+                continue
+            result = pgconn.get_result()
+            if result is None:
+                return
+            if result.status == pq.ExecStatus.COPY_OUT:
+                while (size := pgconn.get_copy_data(1)[0]) >= 0:
+                    if size == 0:
+                        _wait(poller, None)
+                        pgconn.consume_input()
     except Exception as exc:  # noqa: BLE001 - the error that stopped the read matters more
         log.debug("could not cancel the change stream's COPY: %s", exc)
 
