@@ -167,6 +167,7 @@ EDGES = pa.schema(
         pa.field("text", pa.string()),
         pa.field("blob", pa.binary()),
         pa.field("ratio", pa.float64()),
+        pa.field("apr", pa.decimal128(10, 6)),  # the contract's rates
     ]
 )
 EDGE_ROWS = [
@@ -183,6 +184,7 @@ EDGE_ROWS = [
         "text": "",
         "blob": b"",
         "ratio": -0.0,
+        "apr": Decimal("-9999.999999"),
     },
     {
         "id": 2,
@@ -197,6 +199,7 @@ EDGE_ROWS = [
         "text": "ñandú 💸",
         "blob": b"\x00\xff\x00",
         "ratio": 1e308,
+        "apr": Decimal("9999.999999"),
     },
     {
         "id": 3,
@@ -211,6 +214,7 @@ EDGE_ROWS = [
         "text": None,
         "blob": None,
         "ratio": None,
+        "apr": None,
     },
 ]
 
@@ -241,6 +245,7 @@ def test_exact_types_survive_create_and_merge(lake_dir: Path) -> None:
         "text": "string",
         "blob": "binary",
         "ratio": "double",
+        "apr": "decimal(10,6)",
     }
     parquet = pq.ParquetFile(next(Path(table.uri).glob("*.parquet"))).schema
     assert parquet.column(4).physical_type == "INT64"  # decimal(18,2) as an exact integer
@@ -261,6 +266,20 @@ def test_exact_types_survive_create_and_merge(lake_dir: Path) -> None:
     back = table.read()
     assert back.schema == EDGES
     assert rows_of(back, ["id"]) == [changed, EDGE_ROWS[1], EDGE_ROWS[2]]
+
+
+def test_a_timestamp_without_time_zone_is_kept_with_the_timestamp_ntz_feature(
+    lake_dir: Path,
+) -> None:
+    """Not in the contract (its times are timestamptz), but a configured table may have one:
+    Delta's timestamp_ntz, which needs reader version 3 and writer version 7."""
+    naive = pa.schema([pa.field("id", pa.int64()), pa.field("at", pa.timestamp("us"))])
+    rows = [{"id": 1, "at": datetime(1950, 1, 1, 12, 0, 0, 5)}]
+    table = LakeTable(table_uri(str(lake_dir), "core_banking.naive"), {})
+    table.create(reader(naive, rows), LakeCommit(1))
+    assert table.read().schema == naive and table.read().to_pylist() == rows
+    protocol = DeltaTable(table.uri).protocol()
+    assert (protocol.min_reader_version, protocol.reader_features) == (3, ["timestampNtz"])
 
 
 # ------------------------------------------------------------------ MERGE
@@ -439,9 +458,16 @@ def test_covered_lsn_skips_commits_without_an_lsn(payments: LakeTable) -> None:
     newest_with_lsn = next(e for e in history if LSN_INT_KEY in e)
     assert int(newest_with_lsn[LSN_INT_KEY]) == payments.covered_lsn()
 
-    # A checkpoint keeps it: a reader that starts from the checkpoint still knows it.
-    assert (Path(payments.uri) / "_delta_log" / "_last_checkpoint").exists()
+    # The log cleanup (30 days by default) deletes the commit files a checkpoint covers; the
+    # LSN is kept in the checkpoint (a txn action), so it is still known.
+    log = Path(payments.uri) / "_delta_log"
+    checkpoint = json.loads((log / "_last_checkpoint").read_text())["version"]
+    assert checkpoint == 4  # compact's: after the three applies of versions 1 to 3
+    for version in range(checkpoint):
+        (log / f"{version:020}.json").unlink()
     assert payments.covered_lsn() == 0x400
+    assert payments.version_at(lsn=0x400) is None  # its commitInfo went with the files
+    assert rows_of(payments.read(), ["payment_id"])[-1]["payment_id"] == 90
 
     untagged = LakeTable(payments.uri + "_plain", {})
     write_deltalake(untagged.uri, plain)
