@@ -201,8 +201,10 @@ def read_changes(
     ``yield from``). Nothing is consumed: the caller advances the slot.
 
     ``tables``: the captured tables by ``schema.table``; ``resolve_type(type_oid, typmod,
-    column)`` gives the Arrow type of a column that appears. Sets the session's TimeZone,
-    DateStyle, IntervalStyle, extra_float_digits, bytea_output and client_encoding."""
+    column)`` gives the Arrow type of a column that appears (it runs while ``conn`` is busy
+    with the COPY: it must not use ``conn``). Sets the session's TimeZone, DateStyle,
+    IntervalStyle, extra_float_digits, bytea_output and client_encoding. The server's errors
+    (a missing slot, a slot in use) are raised as psycopg errors, for the caller to classify."""
     if upto_nchanges < 1 or chunk_changes < 1:
         raise ValueError("upto_nchanges and chunk_changes must be at least 1")
     batch = _Batch(tables, resolve_type)
