@@ -164,13 +164,24 @@ class _Rows:
         self._views: dict[int, np.ndarray[Any, Any]] = {}
 
     def records(self, offsets: Int64s, width: int) -> npt.NDArray[np.uint8]:
-        """The ``width`` bytes at each offset, as an (n, width) matrix."""
+        """The ``width`` bytes at each (increasing) offset, as an (n, width) matrix; zeros
+        past the end of the buffer (a record of fixed-width columns is gathered whole, even
+        when NULLs leave the last row shorter than the record)."""
         view = self._views.get(width)
         if view is None:
-            size = len(self.u1) - width + 1
+            size = max(len(self.u1) - width + 1, 0)
             view = np.ndarray((size,), np.dtype(f"V{width}"), self.raw, 0, (1,))
             self._views[width] = view
-        return view[offsets].view(np.uint8).reshape(len(offsets), width)
+        count = len(offsets)
+        if count and offsets[-1] >= len(view):
+            inside = int(np.searchsorted(offsets, len(view)))
+            last = np.zeros((count - inside, width), np.uint8)
+            for row, offset in enumerate(offsets[inside:].tolist()):
+                present = self.u1[offset : offset + width]
+                last[row, : len(present)] = present
+            first = view[offsets[:inside]].view(np.uint8).reshape(inside, width)
+            return np.concatenate([first, last])
+        return view[offsets].view(np.uint8).reshape(count, width)
 
     def at(self, dtype: str, offsets: Int64s) -> np.ndarray[Any, Any]:
         """The values of big-endian ``dtype`` that start at ``offsets``, natively ordered."""
@@ -213,9 +224,10 @@ class _Field:
     def nulls(self) -> int:
         return 0 if self.all_valid else int(len(self.valid) - np.count_nonzero(self.valid))
 
-    def raw(self, offset: int, dtype: str) -> np.ndarray[Any, Any]:
-        """The big-endian ``dtype`` at ``offset`` of the field's data, garbage where NULL."""
-        return field_of(self.record, self.base + 4 + offset, dtype)
+    def raw(self, offset: int, dtype: str, into: Any = None) -> np.ndarray[Any, Any]:
+        """The big-endian ``dtype`` at ``offset`` of the field's data, garbage where NULL
+        (natively ordered, or converted to ``into`` in the same pass)."""
+        return field_of(self.record, self.base + 4 + offset, dtype, into)
 
     def bytes_at(self, offset: int, count: int) -> npt.NDArray[np.uint8]:
         first = self.base + 4 + offset
@@ -392,11 +404,9 @@ def _numeric(rows: _Rows, field: _Field) -> pa.Array:
     assert column.precision is not None and column.scale is not None
     precision, scale = column.precision, column.scale
     valid = field.valid
-    head = field.raw(0, ">u8")
-    groups = (head >> 48).astype(np.int64)
-    weight = ((head >> 32) & 0xFFFF).astype(np.uint16).view(np.int16).astype(np.int64)
-    sign = (head >> 16) & 0xFFFF
-    special = (sign != _NUMERIC_POS) & (sign != _NUMERIC_NEG)
+    groups = field.raw(0, ">i2")
+    sign = field.raw(4, ">u2")
+    special = (sign & ~np.uint16(_NUMERIC_NEG)) != 0  # anything but 0x0000 and 0x4000
     if not field.all_valid:
         special &= valid
     if special.any():
@@ -406,16 +416,20 @@ def _numeric(rows: _Rows, field: _Field) -> pa.Array:
             hint="Fix the value in the source (`abaco db check --data` finds NaN and Infinity "
             "in the contract's columns), or leave the column out of extract.tables.",
         )
-    lengths = field.length if field.all_valid else field.length[valid]
-    counted = groups if field.all_valid else groups[valid]
-    if not np.array_equal(lengths, 8 + 2 * counted):
+    if field.all_valid:
+        wrong = not np.array_equal(field.length, 8 + 2 * groups)
+    else:
+        wrong = bool(np.any((field.length != 8 + 2 * groups) & valid))
+    if wrong:
         raise field.error("sent a numeric value whose length does not match its digits")
-    most = int(counted.max()) if counted.size else 0
+    most = int(groups.max(initial=0, where=valid))
+    weight = field.raw(2, ">i2", into=np.int64)
+    negative = sign == _NUMERIC_NEG
     if precision <= MAX_INT64_DIGITS:
-        words = _numeric_int64(rows, field, groups, weight, most)
+        words = _numeric_int64(rows, field, groups, weight, most, negative)
     else:
         words = _numeric_int128(rows, field, groups, weight, most)
-    _negate(words, sign == _NUMERIC_NEG)
+        _negate(words, negative)
     if not field.all_valid:
         words[~valid] = 0
     return pa.Array.from_buffers(
@@ -436,35 +450,49 @@ def _beyond(field: _Field, magnitude: npt.NDArray[Any], limit: int) -> None:
 
 
 def _numeric_int64(
-    rows: _Rows, field: _Field, groups: Int64s, weight: Int64s, most: int
+    rows: _Rows,
+    field: _Field,
+    groups: npt.NDArray[np.int16],
+    weight: Int64s,
+    most: int,
+    negative: Bools,
 ) -> npt.NDArray[np.int64]:
-    """The unscaled magnitudes of precision <= 18 as (n, 2) int64: the 128-bit words.
+    """The unscaled values of precision <= 18 as (n, 2) int64: the 128-bit words.
 
     Four digits at a time: one 8-byte read holds digits 4c .. 4c+3, together worth at most
     10**16; digits past a value's ndigits are masked off, and the four are multiplied (or,
-    past the scale, exactly divided) by the power of ten of the last one.
+    past the scale, exactly divided) by the power of ten of the last one. A negative value
+    is negated in 64 bits, its high word all ones (two's complement).
     """
     assert field.column.scale is not None and field.column.precision is not None
     base = 4 * weight + field.column.scale  # the power of ten of digit 0
-    magnitude = np.zeros(rows.count, dtype=np.int64)
+    magnitude: Int64s | None = None
     for chunk in range((most + 3) // 4):
         # the first four digits were gathered with the length and the head
         quad = field.raw(8, ">u8") if chunk == 0 else rows.at(">u8", field.start + 8 + 8 * chunk)
-        quad &= _KEEP[np.clip(groups - 4 * chunk, 0, 4)]
-        value = (
-            ((quad >> 48) & 0xFFFF) * np.uint64(10**12)
-            + ((quad >> 32) & 0xFFFF) * np.uint64(10**8)
-            + ((quad >> 16) & 0xFFFF) * np.uint64(10**4)
-            + (quad & 0xFFFF)
-        ).view(np.int64)
+        quad &= _KEEP.take(groups - 4 * chunk, mode="clip")
+        digits = quad.view(np.uint16)  # little-endian machine: [d3, d2, d1, d0] per value
+        value = digits[3::4] * np.uint64(10**12)
+        value += digits[2::4] * np.uint64(10**8)
+        value += digits[1::4] * np.uint64(10**4)
+        value += digits[0::4]
         exponent = base - (16 * chunk + 12)
-        value *= _POW10[np.clip(exponent, 0, MAX_INT64_DIGITS)]
-        if exponent.min() < 0:
-            value //= _POW10[np.clip(-exponent, 0, MAX_INT64_DIGITS)]
-        magnitude += value
+        signed = value.view(np.int64)
+        low, high = int(exponent.min()), int(exponent.max())
+        if high > 0:
+            signed *= _POW10.take(exponent, mode="clip")
+        if low < 0:
+            signed //= _POW10.take(-exponent, mode="clip")
+        if magnitude is None:
+            magnitude = signed
+        else:
+            magnitude += signed
+    if magnitude is None:
+        magnitude = np.zeros(rows.count, dtype=np.int64)
     _beyond(field, magnitude, 10**field.column.precision)
-    words = np.zeros((rows.count, 2), dtype=np.int64)
-    words[:, 0] = magnitude
+    words = np.empty((rows.count, 2), dtype=np.int64)
+    words[:, 0] = np.where(negative, -magnitude, magnitude) if negative.any() else magnitude
+    words[:, 1] = words[:, 0] >> 63
     return words
 
 
@@ -540,10 +568,15 @@ class RowDecoder:
     def _framing(self) -> DataError:
         return DataError(f"the COPY stream of {self.table} lost its framing")
 
-    def decode(self, buffer: bytearray | bytes, lengths: Int64s) -> pa.RecordBatch:
+    def decode(
+        self, buffer: bytearray | bytes, lengths: Int64s, starts: Int64s | None = None
+    ) -> pa.RecordBatch:
         """The rows in ``buffer`` (each a CopyData message's payload: a field count, then
-        each field's length and bytes), followed by PADDING zero bytes; ``lengths`` are the
-        rows' sizes in order.
+        each field's length and bytes); ``lengths`` are the rows' sizes in order. Without
+        ``starts`` the rows fill the buffer one after another up to its last PADDING bytes
+        (zeros); with it, row i is at ``starts[i]`` (in increasing order, as the messages
+        came: the protocol's framing may lie between them) and at least PADDING bytes of the
+        buffer follow the last one.
 
         One gather reads a column's length and its value's first bytes; after a column whose
         values all have their fixed width (no NULL in this batch), the next column's length
@@ -553,20 +586,20 @@ class RowDecoder:
         if count == 0:
             return pa.RecordBatch.from_pylist([], schema=self.schema)
         size = len(buffer) - PADDING
-        if size != int(lengths.sum()) or size >= 2**31:
+        if size >= 2**31:
             raise self._framing()
+        if starts is None:
+            if size != int(lengths.sum()):
+                raise self._framing()
+            ends = np.cumsum(lengths)
+            starts = ends - lengths
+        else:
+            ends = starts + lengths
+            if int(ends[-1]) > size or int(starts[0]) < 0:
+                raise self._framing()
         rows = _Rows(buffer, count)
-        ends = np.cumsum(lengths)
-        starts = ends - lengths
-        fields = rows.at(">i2", starts)
-        if not np.all(fields == len(self.columns)):
-            wrong = int(fields[fields != len(self.columns)][0])
-            raise DataError(
-                f"the COPY stream of {self.table} has rows of {wrong} fields, "
-                f"not {len(self.columns)}"
-            )
         try:
-            position, arrays = self._columns(rows, starts + 2, size)
+            position, arrays = self._columns(rows, starts, size)
         except (IndexError, ValueError):  # ArrowInvalid too
             # a length pointing outside the buffer: the check below would fail as well
             raise self._framing() from None
@@ -574,17 +607,32 @@ class RowDecoder:
             raise self._framing()
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
-    def _columns(self, rows: _Rows, position: Int64s, size: int) -> tuple[Int64s, list[pa.Array]]:
-        """Every column's array, and where each row's fields end."""
+    def _fields(self, record: npt.NDArray[np.uint8]) -> None:
+        """Every row's field count (the first two bytes of the first record) checked."""
+        fields = field_of(record, 0, ">i2")
+        if not np.all(fields == len(self.columns)):
+            wrong = int(fields[fields != len(self.columns)][0])
+            raise DataError(
+                f"the COPY stream of {self.table} has rows of {wrong} fields, "
+                f"not {len(self.columns)}"
+            )
+
+    def _columns(self, rows: _Rows, starts: Int64s, size: int) -> tuple[Int64s, list[pa.Array]]:
+        """Every column's array, and where each row's fields end. The first record also
+        holds the rows' field counts (checked first)."""
         arrays: list[pa.Array] = []
         index = 0
+        position, lead = starts, 2
         while index < len(self.columns):
             run = index + 1  # the run: fixed-width columns, then one more
             while run < len(self.columns) and self._decoders[run - 1].fixed:
                 run += 1
             widths = [4 + d.width for d in self._decoders[index:run]]
-            record = rows.records(position, sum(widths))
-            base = 0
+            record = rows.records(position, lead + sum(widths))
+            if lead:
+                self._fields(record)
+                position = position + lead
+            base, lead = lead, 0
             for column, decoder, width in zip(
                 self.columns[index:run], self._decoders[index:run], widths, strict=True
             ):
@@ -605,6 +653,57 @@ class RowDecoder:
                     break  # a NULL moved the next length: gather it where it is
                 base += width
         return position, arrays
+
+
+_NO_ROWS: Int64s = np.zeros(0, dtype=np.int64)
+_COPY_DATA = ord("d")
+
+
+def row_messages(buffer: bytearray, start: int, end: int, fields: int) -> tuple[Int64s, Int64s]:
+    """The CopyData messages of one row of ``fields`` fields each that follow one another
+    from ``start`` (where a message begins) and end within ``end``: where each message
+    begins and where it ends; none when the message at ``start`` is not such a row.
+
+    Found without a loop over the rows: every place where the bytes could begin such a
+    message (``d``, then a length, then the field count) is a candidate, and each
+    candidate's length says where its successor begins. From a true message, a run of
+    candidates each beginning where the one before ends is a run of true messages; a
+    candidate inside a value (bytes that happen to look like a header) breaks the run, and
+    the walk goes on from the true next message, so the Python loop turns once per such
+    lookalike, not per row.
+    """
+    count = end - start - 6  # a candidate needs its 7 bytes within end
+    if count <= 0:
+        return _NO_ROWS, _NO_ROWS
+    data = np.frombuffer(buffer, np.uint8)
+    mark = data[start : start + count] == _COPY_DATA
+    mark &= data[start + 6 : start + 6 + count] == (fields & 0xFF)
+    mark &= data[start + 5 : start + 5 + count] == (fields >> 8)
+    begins = np.flatnonzero(mark)
+    if not len(begins) or begins[0] != 0:
+        return _NO_ROWS, _NO_ROWS
+    begins += start
+    sizes = np.ndarray((len(buffer) - 4,), ">u4", buffer, 1, (1,))[begins]
+    ends = begins + 1 + sizes.astype(np.int64)
+    breaks = np.flatnonzero(ends[:-1] != begins[1:])
+    if len(breaks):
+        runs: list[Int64s] = []
+        first = 0
+        for last in breaks.tolist():
+            if last < first:
+                continue  # a lookalike skipped by the run before
+            runs.append(np.arange(first, last + 1))
+            following = int(np.searchsorted(begins, ends[last]))
+            if following >= len(begins) or begins[following] != ends[last]:
+                first = -1  # the next message is no row: the run stops here
+                break
+            first = following
+        if first >= 0:
+            runs.append(np.arange(first, len(begins)))
+        chosen = np.concatenate(runs)
+        begins, ends = begins[chosen], ends[chosen]
+    complete = int(np.searchsorted(ends, end, side="right"))
+    return begins[:complete], ends[:complete]
 
 
 def bytea_text(values: pa.Array) -> pa.Array:
