@@ -6,12 +6,25 @@ and the empty string, numeric at the limits of (18,2) and (38,10), timestamps be
 after 2038. Also: one snapshot (rows inserted after it are invisible, also in an adopted
 snapshot), a table larger than its stale relpages, values Arrow cannot hold exactly, types the
 reader refuses, and the Parquet file of ``copy_table_to_parquet``.
+
+The COPY streams are read from the socket itself (``socket_reads``) unless TLS encrypts the
+connection: both paths give the same rows and the same file (TLS through a real TLS front of
+the test server); a server error or notices in the middle of a stream, rows wider than the read
+buffer, values that look like the protocol's row headers, and the connection in step with libpq
+after the socket reads.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import re
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -24,11 +37,12 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import SecretStr
 
-from abaco_cli.db.binary_copy import TableReader, block_ranges, read_table
-from abaco_cli.db.pgbinary import PADDING, RowDecoder, SourceColumn, bytea_text
-from abaco_cli.db.table_parquet import copy_table_to_parquet
+from abaco_cli.db.binary_copy import READ_BYTES, TableReader, block_ranges, read_table
+from abaco_cli.db.pgbinary import PADDING, RowDecoder, SourceColumn, bytea_text, row_messages
+from abaco_cli.db.table_parquet import TableParquetWriter, copy_table_to_parquet
 from abaco_cli.errors import DataError, SourceQueryError, UsageError
 from abaco_cli.settings import Settings
 
@@ -563,3 +577,260 @@ def test_read_table_can_stop_early(dsn: str, settings: Settings) -> None:
             "AND datname = current_database()"
         ).fetchone()
     assert left is not None and left[0] == 0
+
+
+# ----------------------------------------------------------- the COPY stream from the socket
+
+
+def write_parquet(settings: Settings, table: str, path: Path, **options: Any) -> bool:
+    """``table`` through the reader into ``path``; whether the reader read the socket."""
+    with TableReader(settings, table, **options) as reader, path.open("wb") as sink:
+        writer = TableParquetWriter(sink, reader.schema)
+        for batch in reader.batches():
+            writer.write(batch)
+        writer.close()
+        return reader.socket_reads
+
+
+def test_the_socket_and_libpq_paths_write_identical_files(
+    dsn: str, settings: Settings, tmp_path: Path
+) -> None:
+    execute(dsn, ALL_TYPES)
+    insert_every_type(dsn, 5000)
+    options: dict[str, Any] = {"range_blocks": 8, "batch_rows": 700, "workers": 2}
+    socket_file, libpq_file = tmp_path / "socket.parquet", tmp_path / "libpq.parquet"
+    assert write_parquet(settings, "x.every", socket_file, **options) is True
+    assert write_parquet(settings, "x.every", libpq_file, read_socket=False, **options) is False
+    assert socket_file.read_bytes() == libpq_file.read_bytes()
+    back = pq.read_table(socket_file)
+    assert back.num_rows == 5000
+    assert assert_same_as_postgres(dsn, back, "SELECT * FROM x.every ORDER BY ctid") > 70_000
+
+
+def test_a_server_error_in_the_middle_of_the_stream(dsn: str, settings: Settings) -> None:
+    """The server fails after sending thousands of rows: the server's own message, on both
+    paths, and the next read on a fresh reader works."""
+    execute(
+        dsn,
+        """CREATE FUNCTION x.checked(i int) RETURNS int LANGUAGE plpgsql AS $$
+           BEGIN
+             IF i = 40000 THEN RAISE EXCEPTION 'payment % is corrupt', i; END IF;
+             RETURN i;
+           END $$""",
+        "CREATE TABLE x.t (id int, v text)",
+        "INSERT INTO x.t SELECT g, repeat('v', g % 50) FROM generate_series(1, 50000) AS g",
+        "CREATE VIEW x.checked_t AS SELECT x.checked(id) AS id, v FROM x.t",
+    )
+    for read_socket in (True, False):
+        with pytest.raises(SourceQueryError, match="payment 40000 is corrupt"):
+            read_all(settings, "x.checked_t", read_socket=read_socket, batch_rows=1000)
+    assert read_all(settings, "x.t").num_rows == 50000
+
+
+def test_notices_in_the_stream_are_passed_over(dsn: str, settings: Settings) -> None:
+    execute(
+        dsn,
+        """CREATE FUNCTION x.loud(i int) RETURNS int LANGUAGE plpgsql AS $$
+           BEGIN
+             IF i % 500 = 0 THEN RAISE NOTICE 'row % of the loud view', i; END IF;
+             RETURN i;
+           END $$""",
+        "CREATE VIEW x.loud_v AS SELECT x.loud(g) AS id, g::text AS s "
+        "FROM generate_series(1, 20000) AS g",
+    )
+    with TableReader(settings, "x.loud_v") as reader:
+        table = pa.Table.from_batches(list(reader.batches()), schema=reader.schema)
+        assert reader.socket_reads
+    assert table.column("id").to_pylist() == list(range(1, 20001))
+    assert table.column("s").to_pylist() == [str(g) for g in range(1, 20001)]
+
+
+def test_rows_wider_than_the_read_buffer(dsn: str, settings: Settings) -> None:
+    """Rows of several times the read buffer among small ones, on both paths."""
+    big = READ_BYTES * 2 + 12345
+    execute(
+        dsn,
+        "CREATE TABLE x.t (id int, doc text, raw bytea)",
+        "ALTER TABLE x.t ALTER COLUMN doc SET STORAGE EXTERNAL",
+        f"""INSERT INTO x.t
+            SELECT g,
+                   CASE WHEN g % 5 = 2 THEN repeat(md5(g::text), {big} / 32) ELSE 's' || g END,
+                   CASE WHEN g % 7 = 3 THEN decode(repeat('00ff64', {big} / 3), 'hex')
+                        ELSE '\\x01'::bytea END
+            FROM generate_series(1, 12) AS g""",
+    )
+    expected = pg_text_rows(
+        dsn, "SELECT id, md5(doc), length(doc), md5(raw) FROM x.t ORDER BY ctid"
+    )
+    for read_socket in (True, False):
+        table = read_all(settings, "x.t", read_socket=read_socket, range_blocks=1)
+        got = [
+            [str(i), md5_of(d.encode()), str(len(d)), md5_of(r)]
+            for i, d, r in zip(
+                *(table.column(c).to_pylist() for c in ("id", "doc", "raw")), strict=True
+            )
+        ]
+        assert got == expected
+    assert max(len(d) for d in table.column("doc").to_pylist()) > READ_BYTES * 2
+
+
+def md5_of(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()  # compared with PostgreSQL's md5()
+
+
+def test_values_that_look_like_row_headers(dsn: str, settings: Settings) -> None:
+    """bytea and text values full of the bytes that begin a CopyData message of a row of
+    this table (``d``, a length, the field count 2): every value exact."""
+    execute(dsn, "CREATE TABLE x.t (id int, raw bytea)")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for g in range(3000):
+            length = 6 + (g * 7) % 40
+            header = b"d" + length.to_bytes(4, "big") + b"\x00\x02"
+            value = (header * (1 + g % 9))[: 3 + (g * 13) % 60]
+            conn.execute("INSERT INTO x.t VALUES (%s, %s)", (g, value))
+    for read_socket in (True, False):
+        table = read_all(settings, "x.t", read_socket=read_socket)
+        assert assert_same_as_postgres(dsn, table, "SELECT * FROM x.t ORDER BY ctid") == 6000
+
+
+def test_row_messages_skip_lookalikes_and_stop_at_other_messages() -> None:
+    def row(payload: bytes) -> bytes:
+        body = b"\x00\x01" + len(payload).to_bytes(4, "big") + payload
+        return b"d" + (len(body) + 4).to_bytes(4, "big") + body
+
+    lookalike = b"d\x00\x00\x00\x07\x00\x01"  # a header of a 1-field row, inside a value
+    stream = row(b"ab") + row(lookalike * 3) + row(b"") + row(lookalike) + b"c\x00\x00\x00\x04"
+    buffer = bytearray(stream + bytes(PADDING))
+    begins, ends = row_messages(buffer, 0, len(stream), 1)
+    expected, at = [], 0
+    for payload in (b"ab", lookalike * 3, b"", lookalike):
+        expected.append(at)
+        at += len(row(payload))
+    assert begins.tolist() == expected
+    assert ends.tolist() == [*expected[1:], at]  # the CopyDone after them is no row
+    half = row_messages(buffer, 0, expected[3] + 3, 1)  # the last row not all there yet
+    assert half[0].tolist() == expected[:3]
+    assert row_messages(buffer, at, len(stream), 1)[0].tolist() == []
+    assert row_messages(buffer, 0, len(stream), 2)[0].tolist() == []  # other field counts
+
+
+def test_a_record_of_fixed_columns_longer_than_the_last_row(dsn: str, settings: Settings) -> None:
+    """Thirty bigint columns, the last row all NULL (much shorter than the record the fixed
+    columns are gathered in): read, not a framing error."""
+    columns = ", ".join(f"c{i} bigint" for i in range(30))
+    execute(
+        dsn,
+        f"CREATE TABLE x.t ({columns})",
+        "INSERT INTO x.t (c0, c29) SELECT g, -g FROM generate_series(1, 100) AS g",
+        "INSERT INTO x.t (c1) VALUES (NULL)",
+    )
+    for read_socket in (True, False):
+        table = read_all(settings, "x.t", read_socket=read_socket)
+        assert table.column("c0").to_pylist() == [*range(1, 101), None]
+        assert table.column("c29").to_pylist() == [*range(-1, -101, -1), None]
+
+
+def test_the_connection_stays_in_step_with_libpq(dsn: str, settings: Settings) -> None:
+    """libpq never sees the COPYs read from the socket: after them (and after one that
+    failed) its connection still runs queries and ends its transaction."""
+    execute(
+        dsn,
+        "CREATE TABLE x.t (id int)",
+        "INSERT INTO x.t SELECT generate_series(1, 30000)",
+        "CREATE VIEW x.bad AS SELECT 1 / (id - 20000) AS id FROM x.t",
+    )
+    with TableReader(settings, "x.t", workers=1, range_blocks=4) as reader:
+        assert sum(b.num_rows for b in reader.batches()) == 30000
+        conn = reader._connections[0]
+        assert conn.execute("SELECT count(*) FROM x.t").fetchone() == (30000,)
+        assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    with TableReader(settings, "x.bad", workers=1) as reader:
+        with pytest.raises(SourceQueryError, match="division by zero"):
+            list(reader.batches())
+        conn = reader._connections[0]
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):  # the server's answer
+            conn.execute("SELECT 42")
+
+
+# ------------------------------------------------------------------ TLS: the libpq path
+
+
+class TlsFront:
+    """A TLS front of the test server on 127.0.0.1 (what stunnel or a pooler with TLS does):
+    answers PostgreSQL's SSLRequest, then carries the decrypted bytes to the server."""
+
+    def __init__(self, server_dsn: str, certificate: Path, key: Path) -> None:
+        params = conninfo_to_dict(server_dsn)
+        host, port = str(params.get("host") or "localhost"), int(params.get("port") or 5432)
+        self.target: str | tuple[str, int] = (
+            f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
+        )
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(certificate, key)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        request = client.recv(8)
+        assert request == (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
+        client.sendall(b"S")
+        secure = self.context.wrap_socket(client, server_side=True)
+        family = socket.AF_UNIX if isinstance(self.target, str) else socket.AF_INET
+        server = socket.socket(family, socket.SOCK_STREAM)
+        server.connect(self.target)
+        threading.Thread(target=self._pump, args=(server, secure), daemon=True).start()
+        self._pump(secure, server)
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(1 << 16):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, target):
+                with contextlib.suppress(OSError):
+                    end.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def tls_settings(dsn: str, tmp_path: Path) -> Iterator[Settings]:
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl to make the TLS front's certificate")
+    certificate, key = tmp_path / "front.crt", tmp_path / "front.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(certificate)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    front = TlsFront(dsn, certificate, key)
+    params = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None}
+    params.update(host="127.0.0.1", port=str(front.port), sslmode="require")
+    params["gssencmode"] = "disable"
+    yield Settings(database_url=SecretStr(make_conninfo(**params)), runtime_dir=tmp_path / "rt")
+    front.close()
+
+
+def test_a_tls_connection_is_read_through_libpq(
+    dsn: str, settings: Settings, tls_settings: Settings, tmp_path: Path
+) -> None:
+    execute(dsn, ALL_TYPES)
+    insert_every_type(dsn, 2000)
+    with TableReader(tls_settings, "x.every", range_blocks=8, workers=2) as reader:
+        assert reader._connections[0].pgconn.ssl_in_use
+        assert not reader.socket_reads
+        over_tls = pa.Table.from_batches(list(reader.batches()), schema=reader.schema)
+    assert over_tls.equals(read_all(settings, "x.every", range_blocks=8, workers=2))

@@ -10,12 +10,16 @@ A coordinator connection opens a read-only REPEATABLE READ transaction, exports 
 ``relpages``; the last range is open-ended). ``workers`` connections (the coordinator is the
 first) adopt the snapshot and each runs, range after range,
 ``COPY (SELECT cols FROM t WHERE ctid >= '(a,0)' AND ctid < '(b,0)') TO STDOUT (FORMAT binary)``
-(a TID range scan from PostgreSQL 14 on). A worker reads the CopyData messages through libpq
-without blocking (it waits for the socket in ``poll``, so the other threads run meanwhile),
-gathers whole rows into one buffer and decodes them with numpy (db/pgbinary.py) into batches of
-about ``batch_rows`` rows. The caller's thread receives the batches in range order, so a table
-read twice in the same state gives the same rows in the same order. Memory is bounded by the
-ranges in flight (one more than the workers), never by the table.
+(a TID range scan from PostgreSQL 14 on). A worker writes that query to the connection's socket
+and reads the answer from it in large reads that release the GIL (``_SocketCopy``): the rows
+are found in the read buffer without a loop over them (``row_messages``) and decoded where they
+lie with numpy (db/pgbinary.py) into batches of about ``batch_rows`` rows; libpq sees neither
+the query nor its answer and stays in step. On a connection that TLS or GSSAPI encrypts, the
+worker reads the CopyData messages through libpq instead, without blocking (it waits for the
+socket in ``poll``, so the other threads run meanwhile). The caller's thread receives the
+batches in range order, so a table read twice in the same state gives the same rows in the
+same order. Memory is bounded by the ranges in flight (one more than the workers), never by
+the table.
 
 ``read_table`` is the same as a generator; ``copy_table_to_parquet`` (db/table_parquet.py)
 writes one table into one zstd Parquet file.
@@ -25,9 +29,12 @@ from __future__ import annotations
 
 import array
 import logging
+import os
 import re
 import select
+import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
@@ -49,11 +56,13 @@ from abaco_cli.db.pgbinary import (
     PADDING,
     SIGNATURE,
     TRAILER,
+    Int64s,
     RowDecoder,
     SourceColumn,
     check_supported,
     measured_numeric,
     numeric_type,
+    row_messages,
 )
 from abaco_cli.db.snapshot import export_snapshot, import_snapshot, snapshot_time
 from abaco_cli.errors import DataError, SourceQueryError, UsageError
@@ -73,8 +82,21 @@ log = logging.getLogger(__name__)
 RANGE_BLOCKS = 1024  # heap blocks (8 KiB) per COPY: 16 MiB of table
 BATCH_ROWS = 32_768  # rows per decoded batch (numpy works best on a few MiB at a time) ...
 BATCH_BYTES = 4 << 20  # ... or this many bytes of rows, whichever comes first
+READ_BYTES = 4 << 20  # the socket is read into buffers of this size (larger for a larger row)
+PARSE_BYTES = 1 << 20  # ... and what was read is parsed this much at a time
 TID_RANGE_SCAN = 140_000  # server_version_num of PostgreSQL 14: ctid ranges without a seq scan
 _POLL_MS = 500  # how often a waiting worker looks whether the read was stopped
+# a read of less than this means the server is slower than the reader: wait a moment before
+# the next one, so that reads bring a few server sends each rather than one (the server sends
+# 8 KiB at a time; waking up for each costs more than the data is worth)
+_SMALL_READ = 64 << 10
+_NAP_SECONDS = 0.0003
+_MESSAGE_LIMIT = (1 << 30) + 64  # PostgreSQL sends no message larger than 1 GiB
+# the protocol's message types (the first byte of each message the server sends)
+_COPY_DATA, _COPY_OUT_RESPONSE, _COMMAND_COMPLETE = ord("d"), ord("H"), ord("C")
+_READY_FOR_QUERY, _ERROR_RESPONSE, _NOTICE_RESPONSE = ord("Z"), ord("E"), ord("N")
+_READY_HEAD = b"Z\x00\x00\x00\x05"  # ReadyForQuery: type, length (then the status)
+_IGNORED_MESSAGES = frozenset(b"cSA")  # CopyDone, ParameterStatus, NotificationResponse
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _RANGED = ("r", "m", "p")  # heap tables, materialized views, partitioned tables: ctid ranges
 _READABLE = (*_RANGED, "v", "f")  # views and foreign tables: one COPY without ranges
@@ -306,24 +328,77 @@ def _strip_header(data: memoryview, table: TableName) -> memoryview:
     return data[HEADER_BYTES + extension :]
 
 
+def _socket_readable(conn: Connection) -> bool:
+    """Whether the COPY stream can be read from the socket itself: only when nothing
+    (TLS, GSSAPI) encrypts it, so that the bytes on the socket are the protocol's."""
+    pgconn = conn.pgconn
+    return not pgconn.ssl_in_use and not pgconn.used_gssapi
+
+
+def _server_error(fields: bytes, encoding: str) -> psycopg.Error:
+    """An ErrorResponse's fields as the psycopg error libpq would have raised: the class of
+    its SQLSTATE, its diagnostics (``diag``), its primary message as the text."""
+    info: dict[int, bytes | None] = {}
+    for field in fields.split(b"\0"):
+        if field:
+            info[field[0]] = field[1:]
+    state = (info.get(ord("C")) or b"").decode("ascii", "replace")
+    try:
+        kind = psycopg.errors.lookup(state)
+    except KeyError:
+        kind = psycopg.DatabaseError
+    message = (info.get(ord("M")) or b"the server reported an error").decode(encoding, "replace")
+    return kind(message, info=info, encoding=encoding)
+
+
 class _Worker:
     """One connection's share of the ranges: COPY, gather, decode, hand over."""
 
     def __init__(self, reader: TableReader, conn: Connection) -> None:
         self.reader = reader
         self.conn = conn
+        # a COPY's answer is being read from the socket: libpq does not know, so the
+        # connection is out of step with it if the read stops half way (then it is closed)
+        self.streaming = False
+        self._spare: list[bytearray] = []
+
+    def buffer(self, size: int = READ_BYTES) -> bytearray:
+        """A read buffer of ``size`` bytes and PADDING more: a spare one when there is one
+        (fresh memory costs a page fault every 4 KiB, about a tenth of the reading)."""
+        if size == READ_BYTES and self._spare:
+            return self._spare.pop()
+        return bytearray(size + PADDING)
+
+    def release(self, buffer: bytearray) -> None:
+        """Keep a read buffer whose rows are decoded for the next one: every decoder copies
+        the values out (nothing decoded points into the buffer)."""
+        if len(buffer) == READ_BYTES + PADDING and len(self._spare) < 2:
+            self._spare.append(buffer)
 
     def run(self) -> None:
         reader = self.reader
+        sock: socket.socket | None = None
         try:
             with self.conn.lock:
+                if reader.socket_reads:
+                    sock = socket.socket(fileno=os.dup(self.conn.pgconn.socket))
+                    sock.settimeout(_POLL_MS / 1000)
                 while (index := reader._take_range()) is not None:
-                    self._copy(index, reader._statement(reader.ranges[index]))
+                    statement = reader._statement(reader.ranges[index])
+                    if sock is not None:
+                        _SocketCopy(self, index, sock).run(statement)
+                    else:
+                        self._copy(index, statement)
                     reader._range_done(index)
         except _StoppedError:
             pass
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             reader._fail(exc)
+        finally:
+            if sock is not None:
+                sock.close()
+            if self.streaming:  # stopped half way through an answer: no more use for it
+                self.conn.close()
 
     def _emit(self, index: int, buffer: bytearray, lengths: array.array[int]) -> bool:
         """Decode the gathered rows and hand the batch over; True when the last message was
@@ -340,7 +415,8 @@ class _Worker:
         return trailer
 
     def _copy(self, index: int, statement: bytes) -> None:
-        """One COPY of one range, read without ever blocking in libpq."""
+        """One COPY of one range through libpq, read without ever blocking in it (the path
+        of an encrypted connection)."""
         reader, stopping = self.reader, self.reader._stopping
         pgconn = self.conn.pgconn
         fd = pgconn.socket
@@ -396,6 +472,205 @@ class _Worker:
             raise DataError(f"the COPY stream of {reader.table} ended without its trailer")
 
 
+class _SocketCopy:
+    """One COPY of one range, its query written to and its answer read from the socket
+    itself, in large reads that release the GIL, instead of one libpq call per row.
+
+    The query goes out as a simple Query message and the answer is read to its
+    ReadyForQuery, so libpq, which sees neither, stays in step with the server (idle in
+    the transaction) and the connection serves the next range and the end of the
+    transaction as usual. The rows are found in the read buffer by ``row_messages`` and
+    decoded from it where they lie; the other messages are handled one by one: the
+    CopyOutResponse, the header and the trailer, CopyDone, CommandComplete, notices and
+    parameter changes (logged and dropped, as libpq's default would), and an ErrorResponse,
+    raised as the psycopg error libpq would have raised once the server is ready again.
+    """
+
+    def __init__(self, worker: _Worker, index: int, sock: socket.socket) -> None:
+        self.worker = worker
+        self.reader = worker.reader
+        self.index = index
+        self.sock = sock
+        self.fields = len(self.reader.columns)
+        self.buffer = worker.buffer()
+        self.filled = 0  # bytes read into the buffer
+        self.parsed = 0  # where the first message not handled yet begins
+        self.starts: list[Int64s] = []  # the rows found in the buffer and not decoded yet
+        self.ends: list[Int64s] = []
+        self.pending = 0
+        self.started = False  # CopyOutResponse
+        self.header = False
+        self.trailer = False
+        self.completed = False  # CommandComplete
+        self.ready = False  # ReadyForQuery: the answer is over
+        self.error: psycopg.Error | None = None
+
+    def run(self, statement: bytes) -> None:
+        self.worker.streaming = True
+        self._send(b"Q" + (len(statement) + 5).to_bytes(4, "big") + statement + b"\0")
+        while not self.ready:
+            room = len(self.buffer) - PADDING - self.filled
+            if room == 0:
+                self._parse()
+                if self.ready:
+                    break
+                self._decode()
+                self._move_on()
+                continue
+            received = self._receive(memoryview(self.buffer)[self.filled : self.filled + room])
+            if received == 0:
+                raise self.error or psycopg.OperationalError(
+                    "the server closed the connection in the middle of a COPY"
+                )
+            self.filled += received
+            # a read often brings only what the server has sent since the last one: parse a
+            # good piece at a time, or when the bytes read may end the answer
+            if self.filled - self.parsed >= PARSE_BYTES or self._may_be_over():
+                self._parse()
+                if self.pending >= self.reader.batch_rows:
+                    self._decode()
+            elif received < _SMALL_READ:
+                time.sleep(_NAP_SECONDS)
+        self.worker.streaming = False
+        if self.error is not None:
+            raise self.error
+        self._decode()
+        self.worker.release(self.buffer)
+        table = self.reader.table
+        if not self.started or not self.header:
+            raise DataError(f"the COPY of {table} sent no binary header")
+        if not self.trailer or not self.completed:
+            raise DataError(f"the COPY stream of {table} ended without its trailer")
+
+    # ------------------------------------------------------------------ the socket
+
+    def _send(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self.sock.send(view) :]
+            except TimeoutError:
+                if self.reader._stopping.is_set():
+                    raise _StoppedError from None
+
+    def _receive(self, into: memoryview) -> int:
+        while True:
+            try:
+                return self.sock.recv_into(into)
+            except TimeoutError:
+                if self.reader._stopping.is_set():
+                    raise _StoppedError from None
+
+    def _may_be_over(self) -> bool:
+        """Whether the bytes read end like the answer's last message, ReadyForQuery."""
+        end = self.filled
+        return end - self.parsed >= 6 and self.buffer[end - 6 : end - 1] == _READY_HEAD
+
+    # ------------------------------------------------------------------- the buffer
+
+    def _move_on(self) -> None:
+        """A new buffer holding the message begun at the end of the full one (the new one
+        larger when that message is)."""
+        tail = self.buffer[self.parsed : self.filled]
+        size = READ_BYTES
+        if len(tail) >= 5:
+            size = max(size, 1 + int.from_bytes(tail[1:5], "big"))
+        self.worker.release(self.buffer)
+        self.buffer = self.worker.buffer(size)
+        self.buffer[: len(tail)] = tail
+        self.filled, self.parsed = len(tail), 0
+
+    def _decode(self) -> None:
+        """Decode the rows found so far (in batches of at most ``batch_rows``) and hand
+        them over."""
+        if not self.pending:
+            return
+        starts = np.concatenate(self.starts) if len(self.starts) > 1 else self.starts[0]
+        ends = np.concatenate(self.ends) if len(self.ends) > 1 else self.ends[0]
+        self.starts, self.ends, self.pending = [], [], 0
+        lengths = ends - starts
+        step = self.reader.batch_rows
+        for first in range(0, len(starts), step):
+            batch = self.reader.decoder.decode(
+                self.buffer, lengths[first : first + step], starts[first : first + step]
+            )
+            self.reader._put(self.index, batch)
+
+    def _rows(self, starts: Int64s, ends: Int64s) -> None:
+        if self.trailer:
+            raise DataError(f"the COPY stream of {self.reader.table} has rows after its trailer")
+        self.starts.append(starts)
+        self.ends.append(ends)
+        self.pending += len(starts)
+
+    # ----------------------------------------------------------------- the messages
+
+    def _parse(self) -> None:
+        """Handle every complete message in the buffer: runs of rows at once, the others
+        one by one."""
+        buffer, filled, position = self.buffer, self.filled, self.parsed
+        while filled - position >= 5:
+            if self.header and not self.trailer and self.error is None:
+                begins, ends = row_messages(buffer, position, filled, self.fields)
+                if len(begins):
+                    self._rows(begins + 5, ends)
+                    position = int(ends[-1])
+                    continue
+            size = int.from_bytes(buffer[position + 1 : position + 5], "big")
+            if size < 4 or size > _MESSAGE_LIMIT:
+                raise DataError(f"the answer to the COPY of {self.reader.table} lost its framing")
+            end = position + 1 + size
+            if end > filled:
+                break
+            self._message(buffer[position], position + 5, end)
+            position = end
+            if self.ready:
+                break
+        self.parsed = position
+
+    def _message(self, kind: int, first: int, end: int) -> None:
+        """One message other than a run of rows: its type, where its body begins and ends."""
+        table = self.reader.table
+        if kind == _COPY_DATA:
+            if self.error is not None:
+                return
+            if not self.header:
+                self._header(first, end)
+            elif end - first == len(TRAILER) and self.buffer[first:end] == TRAILER:
+                self.trailer = True
+            else:  # a row that row_messages did not take: its field count is wrong
+                self._rows(np.array([first], np.int64), np.array([end], np.int64))
+        elif kind == _COPY_OUT_RESPONSE:
+            if self.buffer[first] != 1:
+                raise DataError(f"the server did not start a binary COPY of {table}")
+            self.started = True
+        elif kind == _COMMAND_COMPLETE:
+            self.completed = True
+        elif kind == _READY_FOR_QUERY:
+            self.ready = True
+        elif kind == _ERROR_RESPONSE:
+            encoding = self.worker.conn.info.encoding
+            self.error = self.error or _server_error(bytes(self.buffer[first:end]), encoding)
+        elif kind == _NOTICE_RESPONSE:
+            notice = _server_error(bytes(self.buffer[first:end]), "utf-8")
+            log.debug("the server's notice during the COPY of %s: %s", table, notice)
+        elif kind not in _IGNORED_MESSAGES:
+            raise DataError(
+                f"the answer to the COPY of {table} holds an unexpected message ({chr(kind)!r})"
+            )
+
+    def _header(self, first: int, end: int) -> None:
+        """The first CopyData: the binary header, then (unless the range is empty) the
+        first row."""
+        body = memoryview(self.buffer)[first:end]
+        rest = _strip_header(body, self.reader.table)
+        self.header = True
+        if rest == TRAILER:  # no row at all: the trailer came with the header
+            self.trailer = True
+        elif len(rest):
+            self._rows(np.array([end - len(rest)], np.int64), np.array([end], np.int64))
+
+
 # ---------------------------------------------------------------------------------- the reader
 
 
@@ -420,6 +695,7 @@ class TableReader:
         batch_rows: int = BATCH_ROWS,
         range_blocks: int = RANGE_BLOCKS,
         on_connect: Callable[[SourceIdentity], None] | None = None,
+        read_socket: bool = True,
     ) -> None:
         self.settings = settings
         self.table = table if isinstance(table, TableName) else TableName.parse(table)
@@ -429,6 +705,8 @@ class TableReader:
         self.batch_rows = max(1, batch_rows)
         self.range_blocks = max(1, range_blocks)
         self.on_connect = on_connect
+        self.read_socket = read_socket
+        self.socket_reads = False  # whether the COPY streams are read from the sockets
         self.columns: tuple[SourceColumn, ...] = ()
         self.schema: pa.Schema = pa.schema([])
         self.snapshot_at: datetime | None = None
@@ -437,6 +715,7 @@ class TableReader:
         self.rows = 0
         self._stack = ExitStack()
         self._connections: list[Connection] = []
+        self._workers: list[_Worker] = []
         self._redactor = Redactor.from_settings(settings)
         self._select: sql.Composable = sql.SQL("")
         self._cond = threading.Condition()
@@ -468,8 +747,7 @@ class TableReader:
     def close(self) -> None:
         """Stop the workers (their queries cancelled) and close every connection."""
         self._stopping.set()
-        for conn in self._connections:
-            _cancel(conn)
+        self._cancel()
         try:
             self._stack.close()
         except (psycopg.Error, OSError) as exc:
@@ -495,6 +773,7 @@ class TableReader:
         if self.given_snapshot is not None:
             import_snapshot(first, self.given_snapshot)
             self.snapshot_id = self.given_snapshot
+        self.socket_reads = self.read_socket and _socket_readable(first)
         oid, kind = _relation(first, self.table)
         ranged = kind in _RANGED and first.info.server_version >= TID_RANGE_SCAN
         if ranged:
@@ -537,9 +816,10 @@ class TableReader:
     def batches(self) -> Iterator[pa.RecordBatch]:
         """Every row of the table in the snapshot, in batches of the reader's schema, in
         range (ctid) order. Call once."""
+        self._workers = [_Worker(self, conn) for conn in self._connections]
         threads = [
-            threading.Thread(target=_Worker(self, conn).run, name=f"abaco-copy-{i}", daemon=True)
-            for i, conn in enumerate(self._connections)
+            threading.Thread(target=worker.run, name=f"abaco-copy-{i}", daemon=True)
+            for i, worker in enumerate(self._workers)
         ]
         for thread in threads:
             thread.start()
@@ -554,8 +834,7 @@ class TableReader:
                         break
         except BaseException as exc:  # noqa: BLE001 - workers stopped, then raised again
             self._stopping.set()
-            for conn in self._connections:
-                _cancel(conn)
+            self._cancel()
             for thread in threads:
                 thread.join()
             raise self._translated(exc) from None
@@ -612,17 +891,19 @@ class TableReader:
                 self._error = exc
             self._stopping.set()
             self._cond.notify_all()
+        self._cancel()
+
+    def _cancel(self) -> None:
+        """Ask the server to stop every COPY running (libpq's, or one read from the socket,
+        which libpq does not know of); never raises."""
+        streaming = {id(w.conn) for w in self._workers if w.streaming}
         for conn in self._connections:
-            _cancel(conn)
-
-
-def _cancel(conn: Connection) -> None:
-    """Ask the server to stop the connection's running statement, if any; never raises."""
-    try:
-        if not conn.closed and conn.pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
-            conn.cancel_safe(timeout=5.0)
-    except Exception as exc:  # noqa: BLE001 - only speeds up a stop that happens anyway
-        log.debug("could not cancel a running COPY: %s", exc)
+            try:
+                active = conn.pgconn.transaction_status == pq.TransactionStatus.ACTIVE
+                if not conn.closed and (active or id(conn) in streaming):
+                    conn.cancel_safe(timeout=5.0)
+            except Exception as exc:  # noqa: BLE001 - only speeds up a stop that happens anyway
+                log.debug("could not cancel a running COPY: %s", exc)
 
 
 def read_table(
