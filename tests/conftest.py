@@ -202,6 +202,45 @@ def moto_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def moto_process_endpoint() -> Iterator[str]:
+    """moto's S3 server in a process of its own, with CLOUD_BUCKET: for deltalake (delta-rs),
+    which holds the GIL while it waits for S3, so an in-process server would never answer."""
+    import subprocess
+    import sys
+    import time
+
+    import boto3
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    admin = boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="admin",
+        aws_secret_access_key="admin",  # moto accepts any key
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            admin.create_bucket(Bucket=CLOUD_BUCKET)
+            break
+        except Exception:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise
+            time.sleep(0.2)
+    yield endpoint
+    server.terminate()
+    server.wait(10)
+
+
+@pytest.fixture(scope="session")
 def gcs_endpoint() -> Iterator[str]:
     """gcp-storage-emulator in this process on a free local port, with CLOUD_BUCKET."""
     from gcp_storage_emulator.server import create_server

@@ -15,7 +15,6 @@ from typing import Any
 import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
-from deltalake import DeltaTable
 
 Row = tuple[Any, ...]
 KEYS = {
@@ -71,8 +70,10 @@ def _sorted(table: pa.Table, table_name: str, columns: Sequence[str]) -> list[Ro
 def lake_rows(
     dest: Path, table: str, columns: Sequence[str], version: int | None = None
 ) -> list[Row]:
-    delta = DeltaTable(str(dest / "lake" / "tables" / table), version=version)
-    return _sorted(delta.to_pyarrow_table(), table, columns)
+    from abaco_cli.lake.delta import LakeTable  # reads through DataFusion (no abort at exit)
+
+    delta = LakeTable(str(dest / "lake" / "tables" / table), {})
+    return _sorted(delta.read(version), table, columns)
 
 
 def duckdb_rows(dest: Path, table: str, columns: Sequence[str]) -> list[Row]:

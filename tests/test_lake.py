@@ -491,7 +491,7 @@ def test_status_and_the_health_check_report_the_slot(lake: LakeEnv) -> None:
 
 
 def test_a_lake_on_s3_end_to_end(
-    lake: LakeEnv, moto_endpoint: str, cloud_env: None, monkeypatch: pytest.MonkeyPatch
+    lake: LakeEnv, moto_process_endpoint: str, cloud_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import boto3
     import pyarrow.parquet as pq
@@ -499,7 +499,7 @@ def test_a_lake_on_s3_end_to_end(
     from tests.conftest import CLOUD_BUCKET, FAKE_AWS_SECRET
 
     prefix = f"lake-e2e-{new_slot_name()}"
-    monkeypatch.setenv("ABACO_UPLOAD__S3_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("ABACO_UPLOAD__S3_ENDPOINT_URL", moto_process_endpoint)
     monkeypatch.setenv("ABACO_UPLOAD__S3_REGION", "us-east-1")
     monkeypatch.setenv("ABACO_LAKE__DESTINATION", f"s3://{CLOUD_BUCKET}/{prefix}")
     book, loans = seed(lake)
@@ -510,20 +510,20 @@ def test_a_lake_on_s3_end_to_end(
     assert result.exit_code == 0, result.stderr
     assert FAKE_AWS_SECRET not in result.stdout + result.stderr
     # the Delta table, read from S3 by deltalake with the same options
-    from deltalake import DeltaTable
+    from abaco_cli.lake.delta import LakeTable
 
     options = {
-        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ENDPOINT_URL": moto_process_endpoint,
         "AWS_ALLOW_HTTP": "true",
         "AWS_REGION": "us-east-1",
     }
     uri = f"s3://{CLOUD_BUCKET}/{prefix}/lake/tables/{PAYMENTS}"
     columns = contract_columns(PAYMENTS)
-    table = DeltaTable(uri, storage_options=options).to_pyarrow_table()
+    table = LakeTable(uri, options).read()
     rows = sorted(tuple(r[c] for c in columns) for r in table.to_pylist())
     assert rows == [tuple(r) for r in source_rows(lake.dsn, PAYMENTS, columns)]
     # the change log and the manifests are there too
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    s3 = boto3.client("s3", endpoint_url=moto_process_endpoint, region_name="us-east-1")
     names = [o["Key"] for o in s3.list_objects_v2(Bucket=CLOUD_BUCKET, Prefix=prefix)["Contents"]]
     assert any("/lake/_batches/" in n for n in names)
     changes = [n for n in names if "/lake/changes/core_banking.payments/" in n]

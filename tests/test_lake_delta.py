@@ -725,13 +725,15 @@ def test_polars_reads_the_table(lifecycle: tuple[LakeTable, list[dict[str, Any]]
 
 
 @pytest.fixture
-def s3_lake(moto_endpoint: str, cloud_env: None) -> Iterator[tuple[str, dict[str, str]]]:
-    settings = Settings(upload=UploadSettings(s3_endpoint_url=moto_endpoint, s3_region="us-east-1"))
+def s3_lake(moto_process_endpoint: str, cloud_env: None) -> Iterator[tuple[str, dict[str, str]]]:
+    settings = Settings(
+        upload=UploadSettings(s3_endpoint_url=moto_process_endpoint, s3_region="us-east-1")
+    )
     dest = f"s3://{CLOUD_BUCKET}/lake-delta-{uuid.uuid4().hex[:8]}"
     yield dest, storage_options(settings, dest)
 
 
-def test_s3_end_to_end(s3_lake: tuple[str, dict[str, str]], moto_endpoint: str) -> None:
+def test_s3_end_to_end(s3_lake: tuple[str, dict[str, str]], moto_process_endpoint: str) -> None:
     import boto3
 
     dest, options = s3_lake
@@ -760,7 +762,7 @@ def test_s3_end_to_end(s3_lake: tuple[str, dict[str, str]], moto_endpoint: str) 
 
     bucket = boto3.client(
         "s3",
-        endpoint_url=moto_endpoint,
+        endpoint_url=moto_process_endpoint,
         region_name="us-east-1",
         aws_access_key_id=FAKE_AWS_KEY_ID,
         aws_secret_access_key=FAKE_AWS_SECRET,

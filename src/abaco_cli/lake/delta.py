@@ -40,6 +40,7 @@ from deltalake import (
     CommitProperties,
     DeltaTable,
     Field,
+    QueryBuilder,
     Transaction,
     WriterProperties,
     write_deltalake,
@@ -249,8 +250,7 @@ class LakeTable:
         (for verify and tests; a whole table in memory). A version whose files the vacuum has
         removed (older than its 7-day retention) cannot be read."""
         table = self._open(version)
-        names = None if columns is None else list(columns)
-        return self._delta("read", lambda: table.to_pyarrow_table(columns=names))
+        return self._delta("read", lambda: _query(table, columns))
 
     def schema(self) -> pa.Schema:
         """The table's columns as Arrow types."""
@@ -265,7 +265,8 @@ class LakeTable:
         def count() -> int:
             records = pa.table(table.get_add_actions(flatten=True)).column("num_records")
             if records.null_count:
-                return int(table.to_pyarrow_dataset().count_rows())
+                counted = _query(table, None, "SELECT count(*) AS n FROM t")
+                return int(counted.column("n")[0].as_py())
             return int(pc.sum(records).as_py() or 0)
 
         return self._delta("count the rows of", count)
@@ -427,6 +428,23 @@ class LakeTable:
                 hint="Check the lake destination (lake.destination) is reachable and writable "
                 "with abaco's credentials; a retry of `abaco lake sync` resumes safely.",
             ) from None
+
+
+def _query(table: DeltaTable, columns: Sequence[str] | None, statement: str = "") -> pa.Table:
+    """A whole table (or ``statement`` over it, as ``t``) through DataFusion (QueryBuilder).
+    Not ``to_pyarrow_table()`` nor ``to_pyarrow_dataset()``: with deltalake 1.6 those leave a
+    thread behind that aborts the process at exit ("terminate called without an active
+    exception") in about half the runs here, which would turn a good run's exit code into 134."""
+    names = "*" if columns is None else ", ".join(f'"{c}"' for c in columns)
+    query = statement or f"SELECT {names} FROM t"
+    reader = QueryBuilder().register("t", table).execute(query)
+    result = pa.table(reader.read_all())
+    if statement:
+        return result
+    # DataFusion hands text and bytes back as string_view / binary_view: the table's own types
+    schema = pa.schema(table.schema().to_arrow())
+    wanted = pa.schema([schema.field(c) for c in (columns or schema.names)])
+    return result.select(wanted.names).cast(wanted)
 
 
 def _one_line(error: BaseException) -> str:
