@@ -630,18 +630,26 @@ def test_a_role_that_owns_nothing_uses_a_publication_made_by_the_owner(
     lake.sql(f"GRANT USAGE ON SCHEMA core_banking, commercial TO {role}")
     lake.sql(f"GRANT SELECT ON {tables} TO {role}")
     seed(lake)
-    params = {**conninfo_to_dict(lake.dsn), "user": role}
-    monkeypatch.setenv("ABACO_DATABASE_URL", make_conninfo(**params))
+    # the lake's own role (lake.database_url; the exports keep database_url's, which could
+    # create the publication: the refusal below shows the lake used the other)
+    secret = "lake0secret0password0never0shown"
+    params = {**conninfo_to_dict(lake.dsn), "user": role, "password": secret}
+    monkeypatch.setenv("ABACO_LAKE__DATABASE_URL", make_conninfo(**params))
     try:
         refused = lake.cli("init")
         assert refused.exit_code == 1
         assert "CREATE PUBLICATION abaco_lake FOR TABLE" in refused.stderr
         lake.sql(f"CREATE PUBLICATION abaco_lake FOR TABLE {tables}")
-        result = lake.cli("init")
+        result = lake.cli("init", "--json")
         assert result.exit_code == 0, result.stderr
         lake.sql("UPDATE core_banking.loans SET status = 'paid'")
-        assert lake.cli("sync").exit_code == 0
+        synced = lake.cli("sync", "--json")
+        assert synced.exit_code == 0
         assert_lake_matches_source(lake)
+        shown = [refused.stdout, refused.stderr, result.stdout, result.stderr, synced.stdout]
+        shown += [p.read_text() for p in Path(lake.env["ABACO_RUNTIME_DIR"]).rglob("*.jsonl")]
+        shown += [invoke(lake.runner, "config", "show").stdout]
+        assert not any(secret in text for text in shown)
     finally:
         drop_slots(lake.dsn)
         lake.sql("DROP PUBLICATION IF EXISTS abaco_lake")

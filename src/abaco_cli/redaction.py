@@ -148,9 +148,9 @@ class Redactor:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Redactor:
-        """The secrets of the source's and the audit copy's DSNs."""
+        """The secrets of the source's, the audit copy's and the lake's DSNs."""
         found: set[str] = set()
-        for url in (settings.database_url, settings.audit.database_url):
+        for url in (settings.database_url, settings.audit.database_url, settings.lake.database_url):
             if url is not None:
                 found |= secret_values(url.get_secret_value())
         return cls(found)

@@ -561,6 +561,11 @@ class LakeSettings(BaseModel):
         description="gs://bucket/prefix, s3://bucket/prefix or a folder that holds lake/; "
         "unset: runtime_dir",
     )
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="the source as a role with REPLICATION (docs/lake.md, 'Roles'); unset: "
+        "database_url",
+    )
     tables: dict[str, list[str]] | None = Field(
         default=None,
         description="schema.table -> captured columns; unset: the source contract's tables "

@@ -10,6 +10,7 @@ import typer
 from abaco_cli.cli import console
 from abaco_cli.cli.common import human_bytes, state
 from abaco_cli.errors import ExitCode, UsageError
+from abaco_cli.services.run import Run
 
 app = typer.Typer(
     help="Change data capture of the source tables into Delta Lake tables and an append-only "
@@ -26,6 +27,14 @@ Dest = Annotated[
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+def _run(ctx: typer.Context, command: str) -> Run:
+    """The command's Run, reaching the source as lake.database_url's role when it is set."""
+    from abaco_cli.services.lake import lake_settings
+
+    app_state = state(ctx)
+    return app_state.run(command, lake_settings(app_state.settings()))
 
 
 def _table_list(text: str | None) -> list[str] | None:
@@ -56,7 +65,7 @@ def init_command(
     snapshot into its Delta table and the change log."""
     from abaco_cli.services.lake import init_lake
 
-    run = state(ctx).run("lake init")
+    run = _run(ctx, "lake init")
     result = init_lake(run, dest=dest, tables=_table_list(tables), progress=console.info)
     if as_json:
         console.emit_json(result.to_json())
@@ -102,7 +111,7 @@ def sync_command(
     table and batch, the state, then the slot. Exit 4 when another sync holds the lake."""
     from abaco_cli.services.lake import sync_lake
 
-    run = state(ctx).run("lake sync")
+    run = _run(ctx, "lake sync")
     result = sync_lake(
         run, dest=dest, max_changes=max_changes, max_seconds=max_seconds, progress=console.info
     )
@@ -133,9 +142,9 @@ def sync_command(
 def status_command(ctx: typer.Context, dest: Dest = None, as_json: AsJson = False) -> None:
     """The lake's tables (rows, last change), its position, and the slot on the source: lag,
     WAL retained against the limit at which the source drops it."""
-    from abaco_cli.services.lake import lake_status
+    from abaco_cli.services.lake import lake_settings, lake_status
 
-    result = lake_status(state(ctx).settings(), dest=dest)
+    result = lake_status(lake_settings(state(ctx).settings()), dest=dest)
     body = result.to_json()
     if as_json:
         console.emit_json(body)
@@ -183,7 +192,7 @@ def verify_command(
     state; exit 1 on any finding."""
     from abaco_cli.services.lake import verify_lake
 
-    run = state(ctx).run("lake verify")
+    run = _run(ctx, "lake verify")
     result = verify_lake(run, dest=dest, deep=deep, progress=None if as_json else console.info)
     if as_json:
         console.emit_json(result.to_json())
@@ -215,7 +224,7 @@ def resync_command(
     incompatible schema change (runbooks/lake-slot-lost.md, lake-schema-change.md)."""
     from abaco_cli.services.lake import resync_lake
 
-    run = state(ctx).run("lake resync")
+    run = _run(ctx, "lake resync")
     result = resync_lake(run, dest=dest, tables=table or None, progress=console.info)
     if as_json:
         console.emit_json(result.to_json())
@@ -243,7 +252,7 @@ def compact_command(
     """Delta optimize (compaction), vacuum and a checkpoint of every lake table."""
     from abaco_cli.services.lake import compact_lake
 
-    run = state(ctx).run("lake compact")
+    run = _run(ctx, "lake compact")
     body = compact_lake(run, dest=dest, retention_hours=retention_hours, progress=console.info)
     if as_json:
         console.emit_json(body)
@@ -268,7 +277,7 @@ def drop_command(
         )
     from abaco_cli.services.lake import drop_lake
 
-    run = state(ctx).run("lake drop")
+    run = _run(ctx, "lake drop")
     body = drop_lake(run, dest=dest, progress=console.info)
     if as_json:
         console.emit_json(body)

@@ -156,6 +156,14 @@ class Lake:
             yield Path(folder)
 
 
+def lake_settings(settings: Settings) -> Settings:
+    """The settings the lake's commands run with: the source reached as lake.database_url's
+    role (REPLICATION) when it is set, else as database_url's."""
+    if settings.lake.database_url is None:
+        return settings
+    return settings.model_copy(update={"database_url": settings.lake.database_url})
+
+
 def _connect(settings: Settings) -> Connection:
     conn = connect(settings, read_only=False)
     conn.autocommit = True
