@@ -19,8 +19,13 @@ then again), so that each meets the machine in the same state:
   consumed, in a child process of its own: its time from the call to the last chunk (the
   interpreter's start and imports left out), its ratio to the floor (target at most 2.0) and
   the child's peak resident memory (target under 500 MB);
-- (d) the end-to-end `abaco lake sync` (change files, manifest, MERGE, state, advance): not
-  measured here yet (``end_to_end``).
+- (d) the end-to-end `abaco lake sync` (change files, manifest, MERGE into Delta, state,
+  advance) of --repeat lakes initialised before the workload (each its own slot: each syncs the
+  same changes), and of one more whose batches are four times smaller: its time, the ratio to
+  the floor (target at most 5.0) and peak memory (target under 500 MB, flat in the number of
+  batches);
+- then the initial load (`abaco lake init`) of a book of --load-loans loans (`abaco db seed`):
+  time and peak memory.
 
 --profile runs the decoding once more under cProfile (the consumer's thread) and prints the
 functions that took the most time.
@@ -38,6 +43,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,8 +70,11 @@ def peek(function: str = "pg_logical_slot_peek_binary_changes") -> str:
 # ---------------------------------------------------------------------------- the workload
 
 
-def write_workload(dsn: str, changes: int, transactions: int) -> tuple[int, int, int]:
-    """The publication, the slot, then the transactions; (inserts, updates, deletes)."""
+def write_workload(
+    dsn: str, changes: int, transactions: int, before_changes: Callable[[], None] | None = None
+) -> tuple[int, int, int]:
+    """The publication, the slot (and ``before_changes``: the lakes of (d)), then the
+    transactions; (inserts, updates, deletes)."""
     per = max(1, changes // transactions)
     inserts = per * 70 // 100
     updates = per * 25 // 100
@@ -80,6 +89,8 @@ def write_workload(dsn: str, changes: int, transactions: int) -> tuple[int, int,
         )
         conn.execute(f"CREATE PUBLICATION {PUBLICATION} FOR TABLE {TABLE}")
         conn.execute(f"SELECT pg_create_logical_replication_slot('{SLOT}', 'pgoutput')")
+        if before_changes is not None:
+            before_changes()
         for number in range(transactions):
             first = number * inserts
             with conn.transaction():
@@ -115,10 +126,10 @@ class Run:
     detail: dict[str, Any] | None = None
 
 
-def run_child(argv: list[str]) -> Run:
+def run_child(argv: list[str], env: dict[str, str] | None = None) -> Run:
     """One process to completion: wall time, peak resident memory, and its JSON line."""
     started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - started
     out = proc.stdout.read().decode() if proc.stdout else ""
@@ -127,8 +138,11 @@ def run_child(argv: list[str]) -> Run:
         raise SystemExit(f"{argv[:4]} failed: {err.strip()[-3000:]}")
     if err.strip():
         print(err, file=sys.stderr, end="")
-    lines = [line for line in out.splitlines() if line.startswith("{")]
-    detail = json.loads(lines[-1]) if lines else None
+    try:
+        detail = json.loads(out)  # a command's --json result (one object, indented)
+    except ValueError:
+        lines = [line for line in out.splitlines() if line.startswith("{")]
+        detail = json.loads(lines[-1]) if lines else None
     return Run(elapsed, usage.ru_maxrss / 1024, detail)
 
 
@@ -226,21 +240,131 @@ def decode_child(dsn: str, chunk: int, profile: bool) -> None:
     print(json.dumps(result))
 
 
-def end_to_end(dsn: str, repeat: int, floor_seconds: float) -> None:
-    """(d) `abaco lake sync` end to end: change files, manifest, MERGE into Delta, state,
-    advance; target at most 5x the floor, memory under 500 MB and flat in the number of
-    batches. Filled in with `lake sync` (its engineer adds `make bench-lake` too)."""
-    print("(d) end-to-end `abaco lake sync`: not measured yet")
+@dataclass(frozen=True)
+class LakeUnderTest:
+    """One lake of (d): its own slot and folder, initialised before the workload, so that
+    every one of them syncs the same changes."""
+
+    name: str
+    env: dict[str, str]
+    batch_changes: int
+
+
+def lake_env(dsn: str, workdir: Path, name: str, batch_changes: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "ABACO_DATABASE_URL": dsn,
+        "ABACO_RUNTIME_DIR": str(workdir / name / "runtime"),
+        "ABACO_LAKE__DESTINATION": str(workdir / name / "lakehouse"),
+        "ABACO_LAKE__SLOT": name,
+        "ABACO_LAKE__PUBLICATION": "abaco_bench_e2e",
+        "ABACO_LAKE__BATCH_CHANGES": str(batch_changes),
+        "ABACO_LAKE__MAX_CHANGES": str(10**9),
+        "ABACO_LAKE__MAX_SECONDS": str(10**6),
+    }
+
+
+def abaco(env: dict[str, str], *args: str) -> Run:
+    return run_child([sys.executable, "-m", "abaco_cli", "--log-format", "json", *args], env)
+
+
+def init_lakes(dsn: str, workdir: Path, repeat: int, batch_changes: int) -> list[LakeUnderTest]:
+    """``repeat`` lakes of batches of ``batch_changes``, and one of batches four times smaller
+    (four times as many batches: memory must not grow with them)."""
+    lakes = [
+        LakeUnderTest(f"e2e_{n}", lake_env(dsn, workdir, f"e2e_{n}", batch_changes), batch_changes)
+        for n in range(repeat)
+    ]
+    small = max(1, batch_changes // 4)
+    lakes.append(LakeUnderTest("e2e_small", lake_env(dsn, workdir, "e2e_small", small), small))
+    for lake in lakes:
+        abaco(lake.env, "lake", "init", "--tables", TABLE)
+    return lakes
+
+
+def end_to_end(lakes: list[LakeUnderTest], floor_seconds: float, messages: int) -> None:
+    """(d) `abaco lake sync` end to end (change files, manifest, MERGE into Delta, state,
+    advance), each lake once: its own figure (the sync's seconds, without the interpreter's
+    start) and the whole process; target at most 5x the floor, memory under 500 MB and flat in
+    the number of batches."""
+    runs = []
+    for lake in lakes:
+        run = abaco(lake.env, "lake", "sync", "--json")
+        detail = run.detail or {}
+        runs.append((lake, run, detail))
+        print(
+            f"  (d) {lake.name}: {detail.get('changes', 0):,} changes in "
+            f"{len(detail.get('batches', []))} batches, {detail.get('seconds', 0):.2f} s "
+            f"(process {run.seconds:.2f} s), {run.peak_mb:.0f} MB",
+            flush=True,
+        )
+    main_runs = [r for r in runs if r[0].name != "e2e_small"]
+    seconds = statistics.median(d.get("seconds", float("nan")) for _, _, d in main_runs)
+    process = statistics.median(r.seconds for _, r, _ in main_runs)
+    changes = main_runs[0][2].get("changes", 0)
+    batches = len(main_runs[0][2].get("batches", []))
+    peak = max(r.peak_mb for _, r, _ in main_runs)
+    small = runs[-1]
+    print()
+    print("| measure | time | per second | vs floor | peak memory |")
+    print("|---|---|---|---|---|")
+    print(
+        f"| (d) `abaco lake sync` end to end ({changes:,} changes, {batches} batches of "
+        f"{main_runs[0][0].batch_changes:,}) | {seconds:.2f} s | {changes / seconds:,.0f} "
+        f"changes/s | {seconds / floor_seconds:.2f}x | {peak:.0f} MB |"
+    )
+    print(
+        f"| (d) the same in {len(small[2].get('batches', []))} batches of "
+        f"{small[0].batch_changes:,} | {small[2].get('seconds', 0):.2f} s | | "
+        f"{small[2].get('seconds', 0) / floor_seconds:.2f}x | {small[1].peak_mb:.0f} MB |"
+    )
+    print()
+    print(
+        f"(d) as a whole process (interpreter start and imports included): {process:.2f} s; "
+        f"target: end to end at most 5.0x the floor ({seconds / floor_seconds:.2f}x), peak "
+        f"memory under 500 MB ({peak:.0f} MB) and flat in the number of batches "
+        f"({small[1].peak_mb:.0f} MB with {len(small[2].get('batches', []))} batches)"
+    )
+
+
+def initial_load(dsn: str, workdir: Path, loans: int) -> None:
+    """`abaco lake init` of a book of ``loans`` loans (db seed): time and peak memory."""
+    if loans <= 0:
+        return
+    env = lake_env(dsn, workdir, "load", 100_000)
+    print(f"\nseeding a book of {loans:,} loans for the initial load ...", flush=True)
+    # --replace: the private cluster's own database (a LocalCluster's) may be emptied unasked
+    seeded = abaco(env, "db", "seed", "--loans", str(loans), "--seed", "7", "--replace")
+    print(f"  seeded in {seeded.seconds:.1f} s", flush=True)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ANALYZE")
+        rows = {
+            t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # type: ignore[index]
+            for t in ("core_banking.loans", "core_banking.payment_schedule", TABLE)
+        }
+    load = abaco(env, "lake", "init", "--json")
+    print()
+    print("| initial load (`abaco lake init`, every contract table) | time | peak memory |")
+    print("|---|---|---|")
+    print(
+        f"| {rows['core_banking.loans']:,} loans, {rows['core_banking.payment_schedule']:,} "
+        f"installments, {rows[TABLE]:,} payments | {load.seconds:.1f} s | {load.peak_mb:.0f} MB |"
+    )
 
 
 # ------------------------------------------------------------------------------- the report
 
 
 def bench(dsn: str, changes: int, transactions: int, repeat: int, chunk: int, workdir: Path,
-          profile: bool) -> None:  # fmt: skip
+          profile: bool, batch_changes: int, load_loans: int) -> None:  # fmt: skip
     print(f"writing the workload: {changes:,} changes in {transactions:,} transactions ...")
     started = time.perf_counter()
-    inserts, updates, deletes = write_workload(dsn, changes, transactions)
+    lakes: list[LakeUnderTest] = []
+
+    def make_lakes() -> None:
+        lakes.extend(init_lakes(dsn, workdir, repeat, batch_changes))
+
+    inserts, updates, deletes = write_workload(dsn, changes, transactions, make_lakes)
     print(
         f"  {inserts:,} inserts, {updates:,} updates, {deletes:,} deletes "
         f"in {time.perf_counter() - started:.1f} s",
@@ -294,10 +418,11 @@ def bench(dsn: str, changes: int, transactions: int, repeat: int, chunk: int, wo
         f"target: decoding at most 2.0x the floor ({decode_s / floor_s:.2f}x), peak memory "
         f"under 500 MB ({peak:.0f} MB)"
     )
-    end_to_end(dsn, repeat, floor_s)
+    end_to_end(lakes, floor_s, messages)
     if profile:
         print("\nprofile of one decoding (the consumer's thread), on stderr:", flush=True)
         decoding(dsn, chunk, profile=True)
+    initial_load(dsn, workdir, load_loans)
 
 
 def main() -> None:
@@ -310,6 +435,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measure (median)")
     parser.add_argument("--chunk", type=int, default=50_000, help="read_changes chunk_changes")
     parser.add_argument("--profile", action="store_true", help="profile one decoding")
+    parser.add_argument(
+        "--batch-changes", type=int, default=100_000, help="lake.batch_changes of (d)"
+    )
+    parser.add_argument(
+        "--load-loans", type=int, default=1_000_000, help="the initial load's book (0: none)"
+    )
     parser.add_argument("--decode-child", metavar="DSN", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.decode_child:
@@ -322,7 +453,7 @@ def main() -> None:
     ):
         print(f"private PostgreSQL cluster ({cluster.dsn})", flush=True)
         bench(cluster.dsn, args.changes, transactions, args.repeat, args.chunk, Path(tmp),
-              args.profile)  # fmt: skip
+              args.profile, args.batch_changes, args.load_loans)  # fmt: skip
 
 
 if __name__ == "__main__":
