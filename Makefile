@@ -11,7 +11,7 @@ LOCK_FLAGS = --quiet --generate-hashes --universal --python-version 3.11 \
 	$(if $(UPGRADE),--upgrade) $(foreach p,$(UPGRADE_PACKAGE),--upgrade-package $(p))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock audit-deps postgres demo report-png test lint format bench bench-all bench-table bench-upload bench-report \
+.PHONY: help install lock audit-deps postgres demo report-png test lint format bench bench-all bench-table bench-upload bench-report bench-lake \
 	clean check-deploy \
 	install-units install-cron
 
@@ -76,6 +76,11 @@ bench-upload: install postgres ## abaco upload of a LOANS-loan export all to a f
 
 bench-report: install postgres ## abaco report of a LOANS-loan export all (time, peak memory)
 	$(BIN)/python benchmarks/bench_report.py --loans $(LOANS)
+
+CHANGES ?= 1000000
+LOAD_LOANS ?= 1000000
+bench-lake: install postgres ## lake: CHANGES changes decoded and synced vs the floor; the initial load of LOAD_LOANS loans
+	$(BIN)/python benchmarks/bench_lake.py --changes $(CHANGES) --load-loans $(LOAD_LOANS)
 
 check-deploy: install ## Units, cron, install script, Terraform and runbooks: tests, then fmt + checkov
 	$(BIN)/python -m pytest -q tests/test_deploy.py tests/test_terraform.py tests/test_runbooks.py
