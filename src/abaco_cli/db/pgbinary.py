@@ -302,9 +302,10 @@ def _primitive(dtype: str, arrow: pa.DataType) -> _Decoder:
 
 def _bool(rows: _Rows, field: _Field) -> pa.Array:
     field.expect_width(1)
-    values = field.bytes_at(0, 1)[:, 0] != 0
-    mask = None if field.all_valid else ~field.valid
-    return pa.array(values, pa.bool_(), mask=mask, memory_pool=MEMORY_POOL)
+    values = np.packbits(field.bytes_at(0, 1)[:, 0] != 0, bitorder="little")
+    return pa.Array.from_buffers(
+        pa.bool_(), rows.count, [field.bitmap(), pa.py_buffer(values)], field.nulls()
+    )
 
 
 def _date(rows: _Rows, field: _Field) -> pa.Array:
@@ -359,8 +360,9 @@ def _gathered(rows: _Rows, field: _Field, skip: int = 0) -> pa.Array:
     length = np.maximum(field.length - skip, 0)
     spans = _spans(rows, field.start + skip, length)
     positions = np.arange(0, 2 * rows.count, 2, dtype=np.int64)
-    mask = None if field.all_valid else ~field.valid
-    indices = pa.array(positions, mask=mask, memory_pool=MEMORY_POOL)
+    indices = pa.Array.from_buffers(
+        pa.int64(), rows.count, [field.bitmap(), pa.py_buffer(positions)], field.nulls()
+    )
     return pc.take(spans, indices, memory_pool=MEMORY_POOL)
 
 
