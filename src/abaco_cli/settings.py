@@ -445,6 +445,15 @@ class DataQualityPolicy(BaseModel):
         return value
 
 
+def known_destination(value: str | None) -> str | None:
+    """A destination setting: a URL or folder abaco can use (DestinationURLError otherwise)."""
+    from abaco_cli.storage.url import parse_destination  # no cloud client imported
+
+    if value is not None:
+        parse_destination(value)
+    return value
+
+
 class UploadSettings(BaseModel):
     """Where runs are uploaded after they are published locally, and how (abaco_cli.storage).
 
@@ -486,11 +495,7 @@ class UploadSettings(BaseModel):
     @field_validator("destination")
     @classmethod
     def _known_destination(cls, value: str | None) -> str | None:
-        from abaco_cli.storage.url import parse_destination  # no cloud client imported
-
-        if value is not None:
-            parse_destination(value)
-        return value
+        return known_destination(value)
 
     @field_validator("s3_endpoint_url")
     @classmethod
@@ -582,11 +587,7 @@ class LakeSettings(BaseModel):
     @field_validator("destination")
     @classmethod
     def _known_destination(cls, value: str | None) -> str | None:
-        from abaco_cli.storage.url import parse_destination  # no cloud client imported
-
-        if value is not None:
-            parse_destination(value)
-        return value
+        return known_destination(value)
 
     @field_validator("slot", "publication")
     @classmethod

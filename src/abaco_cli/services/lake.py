@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from abaco_cli import metrics
+from abaco_cli.audit.recorder import AuditedRun
 from abaco_cli.db.binary_copy import TableReader
 from abaco_cli.db.connect import Connection, connect
 from abaco_cli.db.table_parquet import TableParquetWriter
@@ -162,6 +163,26 @@ def lake_settings(settings: Settings) -> Settings:
     if settings.lake.database_url is None:
         return settings
     return settings.model_copy(update={"database_url": settings.lake.database_url})
+
+
+@contextlib.contextmanager
+def _audited_lake(
+    run: Run, dest: str | None, arguments: dict[str, Any], *, reads_source: bool = True
+) -> Iterator[tuple[Lake, Connection, AuditedRun]]:
+    """The lake, a connection to the source and the run's audit (START now, COMPLETE or FAIL
+    when the block ends), for a command that changes the lake."""
+    lake = Lake.open(run.settings, dest)
+    try:
+        conn = _connect(run.settings)
+        with (
+            conn,
+            run.audited(
+                arguments={"destination": lake.store.url, **arguments}, reads_source=reads_source
+            ) as audit,
+        ):
+            yield lake, conn, audit
+    finally:
+        lake.close()
 
 
 def _connect(settings: Settings) -> Connection:
@@ -375,49 +396,41 @@ def init_lake(
     run: Run, *, dest: str | None, tables: Sequence[str] | None, progress: Progress | None = None
 ) -> InitResult:
     settings = run.settings
-    lake = Lake.open(settings, dest)
-    try:
-        conn = _connect(settings)
-        slot, publication = settings.lake.slot, settings.lake.publication
-        with (
-            conn,
-            run.audited(
-                arguments={"destination": lake.store.url, "tables": list(tables or [])},
-                reads_source=True,
-            ) as audit,
-            _held(run, lake, conn, slot, progress),
-        ):
-            existing = lake.store.read_state()
-            if existing is not None and not existing[0].dropped:
-                raise UsageError(
-                    f"a lake already exists at {lake.store.url} (slot {existing[0].slot})",
-                    hint="`abaco lake sync` keeps it current, `abaco lake resync` reloads it, "
-                    "`abaco lake drop --yes` ends it.",
-                )
-            sources = _inspect(conn, settings, tables)
-            result = InitResult(lake.store.url, slot, publication, "")
-            for source in sources:
-                if source.skipped:
-                    result.skipped[source.name] = list(source.skipped)
-                if source.absent:
-                    result.absent[source.name] = list(source.absent)
-            lsn, states, files = _load(run, lake, conn, sources, slot, publication, progress)
-            _put_load_manifest(lake, lsn, states, files)
-            state = LakeState(
-                slot=slot,
-                publication=publication,
-                source=_source_state(conn),
-                lsn=format_lsn(lsn),
-                updated=datetime.now(UTC),
-                tables=states,
+    slot, publication = settings.lake.slot, settings.lake.publication
+    arguments = {"tables": list(tables or [])}
+    with (
+        _audited_lake(run, dest, arguments) as (lake, conn, audit),
+        _held(run, lake, conn, slot, progress),
+    ):
+        existing = lake.store.read_state()
+        if existing is not None and not existing[0].dropped:
+            raise UsageError(
+                f"a lake already exists at {lake.store.url} (slot {existing[0].slot})",
+                hint="`abaco lake sync` keeps it current, `abaco lake resync` reloads it, "
+                "`abaco lake drop --yes` ends it.",
             )
-            lake.store.write_state(state, version=existing[1] if existing else None)
-            result.lsn = state.lsn
-            result.tables = {n: s.rows for n, s in states.items()}
-            audit.details |= result.to_json()
-        return result
-    finally:
-        lake.close()
+        sources = _inspect(conn, settings, tables)
+        result = InitResult(lake.store.url, slot, publication, "")
+        for source in sources:
+            if source.skipped:
+                result.skipped[source.name] = list(source.skipped)
+            if source.absent:
+                result.absent[source.name] = list(source.absent)
+        lsn, states, files = _load(run, lake, conn, sources, slot, publication, progress)
+        _put_load_manifest(lake, lsn, states, files)
+        state = LakeState(
+            slot=slot,
+            publication=publication,
+            source=_source_state(conn),
+            lsn=format_lsn(lsn),
+            updated=datetime.now(UTC),
+            tables=states,
+        )
+        lake.store.write_state(state, version=existing[1] if existing else None)
+        result.lsn = state.lsn
+        result.tables = {n: s.rows for n, s in states.items()}
+        audit.details |= result.to_json()
+    return result
 
 
 def _put_load_manifest(
@@ -1107,117 +1120,96 @@ def resync_lake(
     tables named, the others are first brought up to the new slot's start through the old one
     (nothing lost, nothing twice); otherwise every table is reloaded."""
     settings = run.settings
-    lake = Lake.open(settings, dest)
-    try:
-        conn = _connect(settings)
-        with (
-            conn,
-            run.audited(
-                arguments={"destination": lake.store.url, "tables": list(tables or [])},
-                reads_source=True,
-            ) as audit,
-        ):
+    arguments = {"tables": list(tables or [])}
+    with _audited_lake(run, dest, arguments) as (lake, conn, audit):
+        state, version = lake.state()
+        with _held(run, lake, conn, state.slot, progress):
             state, version = lake.state()
-            with _held(run, lake, conn, state.slot, progress):
-                state, version = lake.state()
-                _check_source(conn, state)
-                names = (
-                    [str(n) for n in chosen_tables(settings, tables)]
-                    if tables
-                    else sorted(state.tables)
-                )
-                # a table named that the lake does not hold yet (added to lake.tables) joins it
-                every = sorted(set(state.tables) | set(names))
-                old = slot_info(conn, state.slot)
-                usable = old is not None and not old.lost and not state.dropped
-                partial = usable and set(names) != set(every)
-                if not partial:
-                    names = every
-                sources = _inspect(conn, settings, every)
-                reload_sources = [s for s in sources if s.name in names]
-                new_slot = _other_slot(state.slot, settings.lake.slot)
-                if slot_info(conn, new_slot) is not None:
-                    drop_slot(conn, new_slot)
-                lsn, states, files = _load(
-                    run,
+            _check_source(conn, state)
+            names = (
+                [str(n) for n in chosen_tables(settings, tables)]
+                if tables
+                else sorted(state.tables)
+            )
+            # a table named that the lake does not hold yet (added to lake.tables) joins it
+            every = sorted(set(state.tables) | set(names))
+            old = slot_info(conn, state.slot)
+            usable = old is not None and not old.lost and not state.dropped
+            partial = usable and set(names) != set(every)
+            if not partial:
+                names = every
+            sources = _inspect(conn, settings, every)
+            reload_sources = [s for s in sources if s.name in names]
+            new_slot = _other_slot(state.slot, settings.lake.slot)
+            if slot_info(conn, new_slot) is not None:
+                drop_slot(conn, new_slot)
+            lsn, states, files = _load(
+                run,
+                lake,
+                conn,
+                reload_sources,
+                new_slot,
+                state.publication,
+                progress,
+                published=sources,
+            )
+            _put_load_manifest(lake, lsn, states, files)
+            caught_up = None
+            if partial:
+                caught_up = SyncResult(lake.store.url, state.slot)
+                state, version = _catch_up(
                     lake,
                     conn,
-                    reload_sources,
-                    new_slot,
-                    state.publication,
-                    progress,
-                    published=sources,
-                )
-                _put_load_manifest(lake, lsn, states, files)
-                caught_up = None
-                if partial:
-                    caught_up = SyncResult(lake.store.url, state.slot)
-                    state, version = _catch_up(
-                        lake,
-                        conn,
-                        state,
-                        version,
-                        lsn,
-                        caught_up,
-                        None,
-                        None,
-                        progress,
-                        exclude=frozenset(names),
-                    )
-                    if state.position < lsn:  # nothing to read up to the new start: move on
-                        state = state.model_copy(update={"lsn": format_lsn(lsn)})
-                merged = {**state.tables, **states}
-                new_state = state.model_copy(
-                    update={
-                        "slot": new_slot,
-                        "lsn": format_lsn(lsn),
-                        "updated": datetime.now(UTC),
-                        "tables": merged,
-                        "dropped": False,
-                    }
-                )
-                lake.store.write_state(new_state, version=version)
-                if old is not None:
-                    drop_slot(conn, old.name)
-                result = ResyncResult(
-                    lake.store.url,
-                    new_slot,
-                    new_state.lsn,
-                    {n: s.rows for n, s in states.items()},
+                    state,
+                    version,
+                    lsn,
                     caught_up,
+                    None,
+                    None,
+                    progress,
+                    exclude=frozenset(names),
                 )
-                audit.details |= result.to_json()
-        return result
-    finally:
-        lake.close()
+                if state.position < lsn:  # nothing to read up to the new start: move on
+                    state = state.model_copy(update={"lsn": format_lsn(lsn)})
+            merged = {**state.tables, **states}
+            new_state = state.model_copy(
+                update={
+                    "slot": new_slot,
+                    "lsn": format_lsn(lsn),
+                    "updated": datetime.now(UTC),
+                    "tables": merged,
+                    "dropped": False,
+                }
+            )
+            lake.store.write_state(new_state, version=version)
+            if old is not None:
+                drop_slot(conn, old.name)
+            result = ResyncResult(
+                lake.store.url,
+                new_slot,
+                new_state.lsn,
+                {n: s.rows for n, s in states.items()},
+                caught_up,
+            )
+            audit.details |= result.to_json()
+    return result
 
 
 def compact_lake(
     run: Run, *, dest: str | None, retention_hours: int, progress: Progress | None = None
 ) -> dict[str, Any]:
-    settings = run.settings
-    lake = Lake.open(settings, dest)
-    try:
-        conn = _connect(settings)
-        with (
-            conn,
-            run.audited(
-                arguments={"destination": lake.store.url, "retention_hours": retention_hours},
-                reads_source=False,
-            ) as audit,
-        ):
-            state, _ = lake.state()
-            outcomes: dict[str, Any] = {}
-            with _held(run, lake, conn, state.slot, progress):
-                for name in sorted(state.tables):
-                    outcome = lake.table(name).compact(retention_hours=retention_hours)
-                    outcomes[name] = _plain(outcome)
-                    if progress:
-                        progress(f"{name}: compacted")
-            audit.details |= {"tables": outcomes}
-        return {"destination": lake.store.url, "tables": outcomes}
-    finally:
-        lake.close()
+    arguments = {"retention_hours": retention_hours}
+    with _audited_lake(run, dest, arguments, reads_source=False) as (lake, conn, audit):
+        state, _ = lake.state()
+        outcomes: dict[str, Any] = {}
+        with _held(run, lake, conn, state.slot, progress):
+            for name in sorted(state.tables):
+                outcome = lake.table(name).compact(retention_hours=retention_hours)
+                outcomes[name] = _plain(outcome)
+                if progress:
+                    progress(f"{name}: compacted")
+        audit.details |= {"tables": outcomes}
+    return {"destination": lake.store.url, "tables": outcomes}
 
 
 def _plain(value: Any) -> Any:
@@ -1232,41 +1224,33 @@ def drop_lake(run: Run, *, dest: str | None, progress: Progress | None = None) -
     """Drop the slot(s) and the publication, so that the source holds no WAL for the lake;
     the lake's files stay (its state says it was dropped)."""
     settings = run.settings
-    lake = Lake.open(settings, dest)
-    try:
-        conn = _connect(settings)
-        with (
-            conn,
-            run.audited(arguments={"destination": lake.store.url}, reads_source=True) as audit,
-        ):
+    with _audited_lake(run, dest, {}) as (lake, conn, audit):
+        found = lake.store.read_state()
+        slot = found[0].slot if found else settings.lake.slot
+        publication = found[0].publication if found else settings.lake.publication
+        with _held(run, lake, conn, slot, progress):
+            dropped = [
+                name
+                for name in dict.fromkeys(
+                    [
+                        slot,
+                        settings.lake.slot,
+                        _other_slot(settings.lake.slot, settings.lake.slot),
+                    ]
+                )
+                if drop_slot(conn, name)
+            ]
+            publication_dropped = drop_publication(conn, publication)
             found = lake.store.read_state()
-            slot = found[0].slot if found else settings.lake.slot
-            publication = found[0].publication if found else settings.lake.publication
-            with _held(run, lake, conn, slot, progress):
-                dropped = [
-                    name
-                    for name in dict.fromkeys(
-                        [
-                            slot,
-                            settings.lake.slot,
-                            _other_slot(settings.lake.slot, settings.lake.slot),
-                        ]
-                    )
-                    if drop_slot(conn, name)
-                ]
-                publication_dropped = drop_publication(conn, publication)
-                found = lake.store.read_state()
-                if found is not None and not found[0].dropped:
-                    lake.store.write_state(
-                        found[0].model_copy(update={"dropped": True, "updated": datetime.now(UTC)}),
-                        version=found[1],
-                    )
-            body = {
-                "destination": lake.store.url,
-                "slots_dropped": dropped,
-                "publication_dropped": publication if publication_dropped else None,
-            }
-            audit.details |= body
-        return body
-    finally:
-        lake.close()
+            if found is not None and not found[0].dropped:
+                lake.store.write_state(
+                    found[0].model_copy(update={"dropped": True, "updated": datetime.now(UTC)}),
+                    version=found[1],
+                )
+        body = {
+            "destination": lake.store.url,
+            "slots_dropped": dropped,
+            "publication_dropped": publication if publication_dropped else None,
+        }
+        audit.details |= body
+    return body
