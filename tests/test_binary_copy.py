@@ -25,6 +25,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -41,6 +42,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import SecretStr
 
 from abaco_cli.db.binary_copy import READ_BYTES, TableReader, block_ranges, read_table
+from abaco_cli.db.classify import TransientSourceError
 from abaco_cli.db.pgbinary import PADDING, RowDecoder, SourceColumn, bytea_text, row_messages
 from abaco_cli.db.table_parquet import TableParquetWriter, copy_table_to_parquet
 from abaco_cli.errors import DataError, SourceQueryError, UsageError
@@ -565,6 +567,39 @@ def test_copy_table_to_parquet_keeps_the_exact_types(
     assert all(str(uuid.UUID(u)) == u for u in uuids)
 
 
+def test_statistics_only_where_a_reader_can_use_them(tmp_path: Path) -> None:
+    """Min/max statistics for numbers, dates and text in ascending order (ids in table order);
+    none for text whose min and max span every row group (free text, a few codes)."""
+    count = 200_000
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "loan_id": [f"L{i // 3:09d}" for i in range(count)],
+            "reference": [f"{(i * 7919) % 1000:03d}-ref" for i in range(count)],
+            "channel": [("cash", "card", "transfer")[i % 3] for i in range(count)],
+            "amount": pa.array([Decimal(i) / 100 for i in range(count)], pa.decimal128(18, 2)),
+            "day": pa.array([date(2020, 1, 1) + timedelta(days=i // 1000) for i in range(count)]),
+        }
+    )
+    target = tmp_path / "stats.parquet"
+    with target.open("wb") as sink:
+        writer = TableParquetWriter(sink, batch.schema)
+        for first in range(0, count, 25_000):
+            writer.write(batch.slice(first, 25_000))
+        writer.close()
+    meta = pq.ParquetFile(target).metadata
+    assert meta.num_row_groups == 3  # at least 65,536 rows each (75,000), the last one shorter
+    group = meta.row_group(1)
+    with_statistics = {
+        group.column(i).path_in_schema: group.column(i).is_stats_set
+        for i in range(group.num_columns)
+    }
+    assert with_statistics == {
+        "loan_id": True, "reference": False, "channel": False, "amount": True, "day": True,
+    }  # fmt: skip
+    assert group.column(0).statistics.min == f"L{75_000 // 3:09d}"
+    assert pq.read_table(target).equals(pa.Table.from_batches([batch]))
+
+
 def test_read_table_can_stop_early(dsn: str, settings: Settings) -> None:
     execute(dsn, "CREATE TABLE x.t (id int)", "INSERT INTO x.t SELECT generate_series(1, 50000)")
     batches = read_table(settings, "x.t", batch_rows=1000)
@@ -750,6 +785,58 @@ def test_the_connection_stays_in_step_with_libpq(dsn: str, settings: Settings) -
         conn = reader._connections[0]
         with pytest.raises(psycopg.errors.InFailedSqlTransaction):  # the server's answer
             conn.execute("SELECT 42")
+
+
+def terminate_reader_sessions(dsn: str, state: str) -> int:
+    """End the reader's sessions once they are all in ``state`` (as a restart would)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for _ in range(200):
+            states = conn.execute(
+                "SELECT state FROM pg_stat_activity WHERE application_name = 'abaco' "
+                "AND datname = current_database()"
+            ).fetchall()
+            if states and all(row[0] == state for row in states):
+                break
+            time.sleep(0.05)
+        ended = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'abaco' AND datname = current_database()"
+        ).fetchone()
+    assert ended is not None
+    return int(ended[0])
+
+
+def test_a_session_ended_between_two_copies(dsn: str, settings: Settings) -> None:
+    """The server ends the session while the worker waits for the caller: the next COPY's
+    query cannot be sent; the server's own reason, a transient error (an extract retries)."""
+    execute(dsn, "CREATE TABLE x.t (id int)", "INSERT INTO x.t SELECT generate_series(1, 100000)")
+    with TableReader(settings, "x.t", workers=1, range_blocks=8, batch_rows=500) as reader:
+        assert reader.socket_reads
+        batches = reader.batches()
+        next(batches)  # the worker reads two ranges ahead, then waits for the caller
+        assert terminate_reader_sessions(dsn, "idle in transaction") == 1
+        with pytest.raises(TransientSourceError, match="terminating connection due to admin"):
+            for _ in batches:
+                pass
+
+
+def test_a_session_ended_in_the_middle_of_a_copy(dsn: str, settings: Settings) -> None:
+    execute(
+        dsn,
+        """CREATE FUNCTION x.slow(i int) RETURNS int LANGUAGE plpgsql AS $$
+           BEGIN
+             IF i = 30000 THEN PERFORM pg_sleep(30); END IF;
+             RETURN i;
+           END $$""",
+        "CREATE VIEW x.slow_v AS SELECT x.slow(g) AS id FROM generate_series(1, 50000) AS g",
+    )
+    with TableReader(settings, "x.slow_v", batch_rows=1000) as reader:
+        batches = reader.batches()
+        next(batches)
+        assert terminate_reader_sessions(dsn, "active") == 1
+        with pytest.raises(TransientSourceError, match="terminating connection due to admin"):
+            for _ in batches:
+                pass
 
 
 # ------------------------------------------------------------------ TLS: the libpq path

@@ -518,10 +518,12 @@ class _SocketCopy:
                 self._move_on()
                 continue
             received = self._receive(memoryview(self.buffer)[self.filled : self.filled + room])
+            if received is None:  # the server is quiet (a slow query): hand over what came
+                self._parse()
+                self._decode()
+                continue
             if received == 0:
-                raise self.error or psycopg.OperationalError(
-                    "the server closed the connection in the middle of a COPY"
-                )
+                raise self._lost(None)
             self.filled += received
             # a read often brings only what the server has sent since the last one: parse a
             # good piece at a time, or when the bytes read may end the answer
@@ -552,14 +554,42 @@ class _SocketCopy:
             except TimeoutError:
                 if self.reader._stopping.is_set():
                     raise _StoppedError from None
+            except OSError as exc:  # the server ended the session between two COPYs
+                raise self._lost(exc) from None
 
-    def _receive(self, into: memoryview) -> int:
+    def _receive(self, into: memoryview) -> int | None:
+        """Bytes read into ``into`` (0: the server closed the connection); None when none
+        came for a while and some are not parsed yet."""
         while True:
             try:
                 return self.sock.recv_into(into)
             except TimeoutError:
                 if self.reader._stopping.is_set():
                     raise _StoppedError from None
+                if self.filled > self.parsed:
+                    return None
+            except OSError as exc:
+                raise self._lost(exc) from None
+
+    def _lost(self, exc: OSError | None) -> psycopg.Error:
+        """The connection is gone: the server's last word if it sent one before closing (a
+        FATAL ErrorResponse, e.g. 57P01 when an administrator ended the session), else the
+        OperationalError libpq would raise; either is transient to abaco (a retry may cure)."""
+        try:
+            self._parse()  # what was read and not parsed yet may hold it
+            while self.error is None:
+                room = memoryview(self.buffer)[self.filled : len(self.buffer) - PADDING]
+                received = self.sock.recv_into(room) if len(room) else 0
+                if received == 0:
+                    break
+                self.filled += received
+                self._parse()
+        except (OSError, DataError):
+            pass
+        if self.error is not None:
+            return self.error
+        reason = f": {exc.strerror or exc}" if exc is not None else ""
+        return psycopg.OperationalError(f"the server closed the connection unexpectedly{reason}")
 
     def _may_be_over(self) -> bool:
         """Whether the bytes read end like the answer's last message, ReadyForQuery."""

@@ -52,6 +52,22 @@ def dictionary_columns(batch: pa.RecordBatch) -> list[str]:
     return chosen
 
 
+def statistics_columns(batch: pa.RecordBatch) -> list[str]:
+    """The columns worth min/max statistics in each row group: all but the text and binary
+    columns whose first batch is not in ascending order. Ids in table order let a reader
+    skip row groups; the min and max of free text or of a few codes span every row group and
+    only cost time to work out (Arrow compares every string)."""
+    chosen = []
+    for field, column in zip(batch.schema, batch.columns, strict=True):
+        kind = field.type
+        if (pa.types.is_string(kind) or pa.types.is_binary(kind)) and len(column) > 1:
+            ascending = pc.less_equal(column[:-1], column[1:])
+            if not pc.all(ascending).as_py():
+                continue
+        chosen.append(field.name)
+    return chosen
+
+
 class TableParquetWriter:
     """Batches of one schema into one Parquet file (a path or an open binary file)."""
 
@@ -84,12 +100,16 @@ class TableParquetWriter:
         self._pending_rows = 0
         self._pending_bytes = 0
 
-    def _open(self, dictionary: Sequence[str]) -> pq.ParquetWriter:
+    def _open(self, first: pa.RecordBatch | None) -> pq.ParquetWriter:
+        """The Parquet writer, its dictionaries and statistics chosen on the first batch."""
+        dictionary = dictionary_columns(first) if first is not None else []
+        statistics = statistics_columns(first) if first is not None else True
         return pq.ParquetWriter(
             self.sink,
             self.schema,
             compression="zstd",
-            use_dictionary=list(dictionary),
+            use_dictionary=dictionary,
+            write_statistics=statistics,
             store_decimal_as_integer=True,
             memory_pool=MEMORY_POOL,
         )
@@ -98,7 +118,7 @@ class TableParquetWriter:
         if batch.num_rows == 0:
             return
         if self._writer is None:
-            self._writer = self._open(dictionary_columns(batch))
+            self._writer = self._open(batch)
         self._pending.append(batch)
         self._pending_rows += batch.num_rows
         self._pending_bytes += batch.nbytes
@@ -116,7 +136,7 @@ class TableParquetWriter:
     def close(self) -> None:
         """Write the last row group and the footer (an empty table: a file with no row group)."""
         if self._writer is None:
-            self._writer = self._open(())
+            self._writer = self._open(None)
         self._flush()
         self._writer.close()
         if self._buffered is not None:
