@@ -17,6 +17,8 @@ the server's is not in it) and the types it wrote:
 - ConnectorX, 2 partitions on the key, into Arrow, then a zstd Parquet file;
 - pandas.read_sql in chunks of 100,000 rows over a psycopg connection, each appended to one zstd
   Parquet file;
+- abaco's reader and Parquet writer alone (``copy_table_to_parquet`` in a bare Python
+  process: the command line's start-up, lock, manifest and audit left out);
 - abaco export table bench_table.payments --format parquet (the allow-list set for it).
 
 Last, abaco and DuckDB alternate --duel times each (abaco, DuckDB, abaco, ...): the ratio of
@@ -105,6 +107,14 @@ import sys, connectorx, pyarrow.parquet as pq
 table = connectorx.read_sql(sys.argv[1], "SELECT * FROM %s", partition_on="payment_id",
                             partition_num=2, return_type="arrow")
 pq.write_table(table, sys.argv[2], compression="zstd")
+"""
+LIBRARY = """
+import sys
+from pydantic import SecretStr
+from abaco_cli.db.table_parquet import copy_table_to_parquet
+from abaco_cli.settings import Settings
+settings = Settings(database_url=SecretStr(sys.argv[1]), runtime_dir=sys.argv[2] + ".runtime")
+copy_table_to_parquet(settings, "%s", sys.argv[2])
 """
 PANDAS = """
 import sys, warnings, pandas, psycopg, pyarrow as pa, pyarrow.parquet as pq
@@ -196,6 +206,7 @@ def tools(dsn: str, workdir: Path) -> list[Tool]:
             found.append(Tool(f"psql COPY ({fmt}) > /dev/null", copy, None, env))
     scripts = (
         ("DuckDB postgres scanner", DUCKDB, keyvalue, "duckdb"),
+        ("abaco's reader alone (copy_table_to_parquet)", LIBRARY, keyvalue, "library"),
         ("ConnectorX (2 partitions)", CONNECTORX, url, "connectorx"),
         ("pandas read_sql (chunks)", PANDAS, keyvalue, "pandas"),
     )
