@@ -79,19 +79,14 @@ class TableParquetWriter:
         metadata: Mapping[str, str] | None = None,
         row_group_rows: int = ROW_GROUP_ROWS,
     ) -> None:
-        self.sink: str | pa.NativeFile
+        # Parquet writes many small pieces (page headers, pages): gathered natively first, so
+        # that a Python file does not take the GIL from the reader's threads for each, and a
+        # path is not written (and asked its position) a few thousand times
+        self._path = str(sink) if isinstance(sink, str | Path) else None
+        self._file: pa.NativeFile | None = None
         self._buffered: pa.BufferedOutputStream | None = None
-        if isinstance(sink, str | Path):
-            self.sink = str(sink)
-        else:
-            # Parquet writes many small pieces (page headers, pages); each write to a Python
-            # file takes the GIL from the reader's threads: gather them natively first
-            self._buffered = pa.BufferedOutputStream(
-                pa.PythonFile(sink, mode="w"),
-                buffer_size=SINK_BUFFER_BYTES,
-                memory_pool=MEMORY_POOL,
-            )
-            self.sink = self._buffered
+        if not isinstance(sink, str | Path):
+            self._buffered = self._buffer(pa.PythonFile(sink, mode="w"))
         self.schema = schema.with_metadata(dict(metadata)) if metadata else schema
         self.row_group_rows = row_group_rows
         self.rows = 0
@@ -100,12 +95,20 @@ class TableParquetWriter:
         self._pending_rows = 0
         self._pending_bytes = 0
 
+    @staticmethod
+    def _buffer(raw: pa.NativeFile) -> pa.BufferedOutputStream:
+        return pa.BufferedOutputStream(raw, buffer_size=SINK_BUFFER_BYTES, memory_pool=MEMORY_POOL)
+
     def _open(self, first: pa.RecordBatch | None) -> pq.ParquetWriter:
         """The Parquet writer, its dictionaries and statistics chosen on the first batch."""
         dictionary = dictionary_columns(first) if first is not None else []
         statistics = statistics_columns(first) if first is not None else True
+        if self._path is not None:
+            self._file = pa.OSFile(self._path, mode="wb")
+            self._buffered = self._buffer(self._file)
+        assert self._buffered is not None
         return pq.ParquetWriter(
-            self.sink,
+            self._buffered,
             self.schema,
             compression="zstd",
             use_dictionary=dictionary,
@@ -139,7 +142,10 @@ class TableParquetWriter:
             self._writer = self._open(None)
         self._flush()
         self._writer.close()
-        if self._buffered is not None:
+        if self._file is not None:
+            assert self._buffered is not None
+            self._buffered.close()  # flushed into the file of the path, which it closes
+        elif self._buffered is not None:
             self._buffered.flush()  # into the Python file, which the caller closes
 
 
