@@ -579,6 +579,12 @@ class LakeSettings(BaseModel):
     slot: str = Field(default="abaco_lake", description="the logical replication slot")
     publication: str = Field(default="abaco_lake", description="the publication")
     batch_changes: int = Field(default=100_000, ge=1, le=10_000_000)
+    merge_rows: int = Field(
+        default=100_000,
+        ge=1,
+        description="keys merged into a Delta table at once: a larger batch (one huge "
+        "transaction) is merged in parts, so memory stays bounded",
+    )
     max_changes: int = Field(default=200_000, ge=1)
     max_seconds: float = Field(default=240.0, gt=0)
     stale_warning_minutes: int = Field(default=20, ge=1)

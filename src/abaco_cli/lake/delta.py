@@ -59,6 +59,7 @@ T = TypeVar("T")
 LSN_KEY = "abaco.lsn"  # commit metadata: the batch's end LSN as PostgreSQL writes it, X/Y
 LSN_INT_KEY = "abaco.lsn_int"  # the same LSN as a decimal integer
 COMMIT_TIME_KEY = "abaco.commit_time"  # the batch's last source commit time, ISO 8601 UTC
+PART_KEY = "abaco.part"  # a commit of part of a batch (no LSN: the batch's last commit has it)
 LAKE_APP_ID = "abaco.lake"  # the Delta transaction identifier whose version is the LSN
 OP_COLUMN = "_op"  # in apply()'s input: "upsert" or "delete"
 MIN_RETENTION_HOURS = 168  # vacuum keeps 7 days of removed files: readers and time travel
@@ -300,7 +301,7 @@ class LakeTable:
         return self.version()
 
     def apply(
-        self, net: pa.Table, *, key: Sequence[str], truncated: bool, commit: LakeCommit
+        self, net: pa.Table, *, key: Sequence[str], truncated: bool, commit: LakeCommit | None
     ) -> MergeOutcome:
         """One batch in ONE commit (one MERGE) carrying ``commit``'s LSN.
 
@@ -310,7 +311,9 @@ class LakeTable:
         truncated earlier in the batch, so every row whose key is not upserted here goes too.
         Applying the same batch twice gives the same rows (full rows, last change wins); the
         caller skips a batch that :meth:`covered_lsn` already covers. An empty ``net`` without
-        a truncate writes nothing.
+        a truncate writes nothing. ``commit`` None: a part of a batch too large to merge at
+        once (its keys so far); the commit carries ``abaco.part`` and no LSN, and only the
+        batch's last commit moves :meth:`covered_lsn`.
         """
         if net.num_rows == 0 and not truncated:
             return MergeOutcome(self.version(), 0, 0, 0, committed=False)
@@ -329,7 +332,11 @@ class LakeTable:
                     target_alias="t",
                     writer_properties=_WRITER,
                     streamed_exec=False,  # the source is in memory: prune files by its keys
-                    commit_properties=commit.properties(),
+                    commit_properties=(
+                        commit.properties()
+                        if commit is not None
+                        else CommitProperties(custom_metadata={PART_KEY: "true"})
+                    ),
                 )
                 .when_matched_update(values, predicate=f"s.{OP_COLUMN} = 'upsert'")
                 .when_matched_delete(predicate=f"s.{OP_COLUMN} = 'delete'")

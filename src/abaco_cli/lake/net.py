@@ -50,6 +50,16 @@ class NetChanges:
         )
         self._net = _last_per_key(both, self.key)
 
+    @property
+    def keys(self) -> int:
+        """Keys held now (the rows a MERGE of them would send)."""
+        return 0 if self._net is None else self._net.num_rows
+
+    def clear(self) -> None:
+        """Forget the keys (they were merged); a truncate merged with them is done too."""
+        self._net = None
+        self.truncated = False
+
     def result(self, columns: Sequence[str]) -> pa.Table | None:
         """The table's ``columns`` and ``_op`` (upsert or delete), one row per key in the order
         of their last change; None when no key changed."""

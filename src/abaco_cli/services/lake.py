@@ -566,8 +566,19 @@ class _Batch:
         self.nets = {name: NetChanges(t.key) for name, t in self.captured.items()}
         self.added: dict[str, list[pa.Field]] = {}
         self.log_writer = ChangeLogWriter(folder)
+        self.covered: set[str] = set()  # tables whose Delta commits have this batch (replay)
+        self.parts: dict[str, int] = {}  # parts merged before the last commit, per table
 
     def read(self, upto: int, nchanges: int | None) -> BatchEnd:
+        """Peek the batch: its change files staged, its keys gathered per table (merged in
+        parts when they grow past lake.merge_rows). ``nchanges`` None: a replay, up to
+        ``upto`` exactly; a table whose Delta commits already cover it is left alone."""
+        if nchanges is None:
+            self.covered = {
+                name
+                for name in self.captured
+                if (self.lake.table(name).covered_lsn() or -1) >= upto
+            }
         resolver = arrow_type_resolver(self.lake.settings)
         try:
             changes = read_changes(
@@ -586,10 +597,14 @@ class _Batch:
                     end: BatchEnd = stop.value
                     return end
                 for name, fields in chunk.added.items():
-                    self.added.setdefault(name, []).extend(fields)
+                    known = self.added.setdefault(name, [])
+                    known.extend(f for f in fields if f.name not in {k.name for k in known})
                 for name, table in chunk.tables.items():
                     self.log_writer.write(name, table)
+                    if name in self.covered:
+                        continue  # its last commit has this batch already: replayed
                     self.nets[name].add(table)
+                    self._flush_large(name)
         finally:
             resolver.close()
 
@@ -620,7 +635,7 @@ class _Batch:
             )
             _checkpoint("manifest")
         tables = dict(self.state.tables)
-        for name in sorted(set(changes) | set(self.added)):
+        for name in sorted(set(changes) | set(self.added) | set(self.parts)):
             tables[name] = self._merge(name, tables[name], batch_end, end.last_commit_time)
             _checkpoint("merge")
         new_state = self.state.model_copy(
@@ -647,16 +662,46 @@ class _Batch:
             replayed,
         )
 
+    def _schema(self, name: str) -> pa.Schema:
+        """The table's columns now: as captured, then any added during this batch."""
+        return pa.schema([*self.state.tables[name].schema, *self.added.get(name, [])])
+
+    def _apply(self, name: str, commit: delta.LakeCommit | None) -> None:
+        """MERGE the keys gathered for ``name`` (the batch's last commit: ``commit``; a part
+        of a large batch: None) and forget them."""
+        target = self.lake.table(name)
+        if self.added.get(name):
+            target.add_columns(self.added[name])  # columns it has already are left alone
+        schema = self._schema(name)
+        net = self.nets[name]
+        rows = net.result(schema.names)
+        if rows is None:
+            rows = pa.Table.from_batches([], schema.append(pa.field("_op", pa.string())))
+        target.apply(
+            _cast_net(rows, schema),
+            key=self.state.tables[name].key,
+            truncated=net.truncated,
+            commit=commit,
+        )
+        net.clear()
+
+    def _flush_large(self, name: str) -> None:
+        """A batch holding more keys of a table than lake.merge_rows (one huge transaction)
+        is merged in parts as it is read, so memory stays bounded: each part's commit carries
+        no LSN; replaying the batch applies every part again, in order (full rows, the last
+        change wins), and only its last commit says the batch is in."""
+        if self.nets[name].keys >= self.lake.settings.lake.merge_rows:
+            self._apply(name, None)
+            self.parts[name] = self.parts.get(name, 0) + 1
+            _checkpoint("part")
+
     def _merge(
         self, name: str, table_state: TableState, lsn: int, commit_time: datetime | None
     ) -> TableState:
         target = self.lake.table(name)
-        schema = table_state.schema
         columns = list(table_state.columns)
         added = self.added.get(name, [])
         if added:
-            target.add_columns(added)
-            schema = pa.schema([*schema, *added])
             columns = columns + [
                 c for c in self._added_columns(name) if c.name in {f.name for f in added}
             ]
@@ -667,23 +712,13 @@ class _Batch:
                 f"past this batch's end {format_lsn(lsn)}: its commit metadata was edited"
             )
         if covered is None or covered < lsn:
-            net = self.nets[name]
-            rows = net.result(schema.names)
-            if rows is None:
-                rows = pa.Table.from_batches([], schema.append(pa.field("_op", pa.string())))
-            rows = _cast_net(rows, schema)
-            target.apply(
-                rows,
-                key=table_state.key,
-                truncated=net.truncated,
-                commit=delta.LakeCommit(lsn, commit_time),
-            )
+            self._apply(name, delta.LakeCommit(lsn, commit_time))
         last_change = commit_time if commit_time is not None else table_state.last_change_time
         return table_state.model_copy(
             update={
                 "rows": target.count_rows(),
                 "last_change_time": last_change,
-                "arrow_schema": TableState.encode_schema(schema),
+                "arrow_schema": TableState.encode_schema(self._schema(name)),
                 "columns": columns,
             }
         )
