@@ -707,3 +707,28 @@ def test_a_transaction_larger_than_merge_rows_is_merged_in_parts_and_replayed_wh
 def verify_ok(lake: LakeEnv) -> bool:
     result = lake.cli("verify", "--json")
     return result.exit_code == 0 and json.loads(result.stdout)["ok"] is True
+
+
+def test_a_sync_compacts_the_tables_when_a_compaction_is_due(lake: LakeEnv) -> None:
+    """lake.compact_every_days (7): no timer of its own; a sync does it when it is due."""
+    book, loans = seed(lake)
+    assert lake.cli("init").exit_code == 0
+    book.random_round(loans)
+    first = json.loads(lake.cli("sync", "--json").stdout)
+    assert first["compacted"] == []
+    state_file = lake.dest / "lake" / "_state" / "lake.json"
+    state = json.loads(state_file.read_text())
+    state["compacted"] = (datetime.now(UTC) - timedelta(days=8)).isoformat()
+    state_file.write_text(json.dumps(state))
+    book.random_round(loans)
+    due = lake.cli("sync", "--json")
+    assert due.exit_code == 0, due.stderr
+    assert sorted(json.loads(due.stdout)["compacted"]) == sorted(KEYS)
+    compacted = datetime.fromisoformat(json.loads(state_file.read_text())["compacted"])
+    assert datetime.now(UTC) - compacted < timedelta(minutes=5)
+    log = lake.dest / "lake" / "tables" / PAYMENTS / "_delta_log"
+    assert list(log.glob("*.checkpoint.parquet"))  # compaction ends with a checkpoint
+    again = json.loads(lake.cli("sync", "--json").stdout)
+    assert again["compacted"] == []  # the clock restarted
+    assert_lake_matches_source(lake)
+    assert verify_ok(lake)

@@ -589,6 +589,11 @@ class LakeSettings(BaseModel):
     max_seconds: float = Field(default=240.0, gt=0)
     stale_warning_minutes: int = Field(default=20, ge=1)
     stale_critical_minutes: int = Field(default=60, ge=1)
+    compact_every_days: int = Field(
+        default=7,
+        ge=0,
+        description="a sync also compacts the Delta tables (lake compact) this often; 0: never",
+    )
 
     @field_validator("destination")
     @classmethod

@@ -114,6 +114,7 @@ class LakeState(_Strict):
     updated: datetime
     tables: dict[str, TableState]
     dropped: bool = False
+    compacted: datetime | None = None  # the last compaction (lake compact, or a sync's)
 
     @field_validator("lsn")
     @classmethod

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -425,6 +425,7 @@ def init_lake(
             lsn=format_lsn(lsn),
             updated=datetime.now(UTC),
             tables=states,
+            compacted=datetime.now(UTC),
         )
         lake.store.write_state(state, version=existing[1] if existing else None)
         result.lsn = state.lsn
@@ -486,6 +487,7 @@ class SyncResult:
     slot_info: SlotInfo | None = None
     wal: WalFigures | None = None
     lost: bool = False
+    compacted: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -509,6 +511,7 @@ class SyncResult:
             "changes": self.changes,
             "batches": [b.to_json() for b in self.batches],
             "reconciled": self.reconciled,
+            "compacted": self.compacted,
             "rows": self.rows,
             "seconds": round(self.seconds, 3),
         }
@@ -802,6 +805,7 @@ def sync_lake(
                     clock + limit_seconds,
                     progress,
                 )
+                state, version = _compact_when_due(lake, state, version, result, progress)
                 result.lsn = state.lsn
                 result.rows = {n: t.rows for n, t in state.tables.items()}
                 result.slot_info = slot_info(conn, state.slot)
@@ -850,6 +854,32 @@ def _lsn(text: str) -> int:
     from abaco_cli.lake.lsn import parse_lsn
 
     return parse_lsn(text)
+
+
+def _compact_when_due(
+    lake: Lake,
+    state: LakeState,
+    version: str,
+    result: SyncResult,
+    progress: Progress | None,
+) -> tuple[LakeState, str]:
+    """Every lake.compact_every_days a sync also compacts the tables (lake compact, with the
+    default retention), so a lake needs no timer of its own for it; counted from the init."""
+    every = lake.settings.lake.compact_every_days
+    now = datetime.now(UTC)
+    last = state.compacted or state.updated
+    if every <= 0 or now - last < timedelta(days=every):
+        if state.compacted is None:  # a lake from before this setting: its clock starts now
+            state = state.model_copy(update={"compacted": now})
+            version = lake.store.write_state(state, version=version)
+        return state, version
+    for name in sorted(state.tables):
+        lake.table(name).compact()
+        result.compacted.append(name)
+        if progress:
+            progress(f"{name}: compacted (every {every} days)")
+    state = state.model_copy(update={"compacted": now})
+    return state, lake.store.write_state(state, version=version)
 
 
 def _catch_up(
@@ -1238,11 +1268,15 @@ def compact_lake(
         state, _ = lake.state()
         outcomes: dict[str, Any] = {}
         with _held(run, lake, conn, state.slot, progress):
+            state, version = lake.state()
             for name in sorted(state.tables):
                 outcome = lake.table(name).compact(retention_hours=retention_hours)
                 outcomes[name] = _plain(outcome)
                 if progress:
                     progress(f"{name}: compacted")
+            lake.store.write_state(
+                state.model_copy(update={"compacted": datetime.now(UTC)}), version=version
+            )
         audit.details |= {"tables": outcomes}
     return {"destination": lake.store.url, "tables": outcomes}
 
