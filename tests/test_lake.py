@@ -732,3 +732,16 @@ def test_a_sync_compacts_the_tables_when_a_compaction_is_due(lake: LakeEnv) -> N
     assert again["compacted"] == []  # the clock restarted
     assert_lake_matches_source(lake)
     assert verify_ok(lake)
+
+
+def test_a_manifest_naming_a_file_outside_the_change_log_is_refused(lake: LakeEnv) -> None:
+    seed(lake)
+    assert lake.cli("init").exit_code == 0
+    manifest = next((lake.dest / "lake" / "_batches").glob("*.json"))
+    body = json.loads(manifest.read_text())
+    body["files"][0]["name"] = "lake/_state/lake.json"
+    manifest.write_text(json.dumps(body))
+    result = lake.cli("verify")
+    assert result.exit_code == 1
+    assert "not the name of a change file" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -160,6 +160,13 @@ class ManifestFile(_Strict):
     size: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
+    @field_validator("name")
+    @classmethod
+    def _a_change_file(cls, value: str) -> str:
+        if parse_change_file(value) is None:  # read back from a file: only the log's names
+            raise ValueError(f"{value!r} is not the name of a change file")
+        return value
+
 
 class BatchManifest(_Strict):
     """What one batch wrote to the change log: deterministic (no run id, no clock), so a replay
