@@ -55,7 +55,7 @@ def test_all_ok_exits_0_with_one_plugin_line(
     assert result.exit_code == 0, result.stdout
     lines = result.stdout.splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("ABACO OK - all 11 checks OK")
+    assert lines[0].startswith("ABACO OK - all 12 checks OK")
     assert "| " in lines[0] and "db_latency=" in lines[0]
     code, report = check(cli)
     assert code == 0
@@ -73,6 +73,7 @@ def test_all_ok_exits_0_with_one_plugin_line(
         "sink",
         "locks",
         "upload",
+        "lake",
     ]
     freshness = next(c for c in report["checks"] if c["check"] == "freshness")
     assert freshness["details"]["dpd"]["limit_hours"] == 2.0
