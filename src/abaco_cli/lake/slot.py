@@ -1,7 +1,7 @@
 """The source side of the lake: the publication, the logical replication slot, the advisory lock.
 
 The slot (plugin pgoutput) is only a cursor: ``lake sync`` peeks its changes through SQL and
-advances it itself once a batch is committed to the store (services/lake.py). It is created on
+advances it itself once a batch is committed to the store (services/lake/sync.py). It is created on
 a ``replication=database`` connection with ``(SNAPSHOT 'export')``, so the initial load reads
 the tables in exactly the state the slot starts after: nothing is read twice, nothing missed.
 """
