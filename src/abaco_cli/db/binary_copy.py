@@ -79,7 +79,7 @@ __all__ = [
 ]
 log = logging.getLogger(__name__)
 
-RANGE_BLOCKS = 1024  # heap blocks (8 KiB) per COPY: 16 MiB of table
+RANGE_BLOCKS = 2048  # heap blocks (8 KiB) per COPY: 16 MiB of table
 BATCH_ROWS = 32_768  # rows per decoded batch (numpy works best on a few MiB at a time) ...
 BATCH_BYTES = 4 << 20  # ... or this many bytes of rows, whichever comes first
 READ_BYTES = 4 << 20  # the socket is read into buffers of this size (larger for a larger row)
