@@ -26,8 +26,6 @@ from abaco_cli.datasets.kpi.catalogue import catalogue
 from abaco_cli.db.source import SourceIdentity
 from abaco_cli.errors import WriteError
 from abaco_cli.report.inputs import ReportInputs, load_inputs, newest_date
-from abaco_cli.report.page import Header
-from abaco_cli.report.render import definitions_version, render_report
 from abaco_cli.runtime import files
 from abaco_cli.runtime.manifest import iso_time
 from abaco_cli.runtime.tree import REPORT_ALIAS, REPORTS_DATASET, Place
@@ -65,6 +63,11 @@ class ReportResult:
 
 
 def _stage(run: Run, inputs: ReportInputs) -> list[StagedFile]:
+    # the charts' libraries (Altair, vl-convert: about 0.4 s to import) only when a report is
+    # written, not at every command's start
+    from abaco_cli.report.page import Header
+    from abaco_cli.report.render import definitions_version, render_report
+
     """Render the report into temporary files beside its targets (fsynced)."""
     tree = run.tree
     header = Header(
