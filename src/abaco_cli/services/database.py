@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 
@@ -19,7 +19,6 @@ from abaco_cli.db.connect import (
     with_retries,
 )
 from abaco_cli.db.contract import ContractProblem, check_contract, init_contract
-from abaco_cli.db.seed import SeedProgress, SeedResult, analyze, database_facts, seed_portfolio
 from abaco_cli.errors import ContractError, UsageError
 from abaco_cli.pgcluster import DEMO_DATABASE_COMMENT
 from abaco_cli.redaction import Redactor
@@ -47,6 +46,10 @@ class CheckResult:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+if TYPE_CHECKING:
+    from abaco_cli.db.seed import SeedProgress, SeedResult
 
 
 def _with_connection(
@@ -142,6 +145,9 @@ def seed_database(
     names the database it would empty."""
     settings = run.settings
 
+    # the seeder (a large module) only when a database is seeded, not at every command's start
+    from abaco_cli.db.seed import analyze, seed_portfolio
+
     def job(conn: Connection) -> SeedResult:
         if replace:
             check_may_empty(conn, destroy)
@@ -192,6 +198,8 @@ def check_may_empty(conn: Connection, destroy: str | None) -> None:
     """``db seed --replace`` empties the source tables: allowed in a demo's own database (the
     one a LocalCluster made: its comment, reached over a unix socket, as a LocalCluster server
     listens on no TCP address), or when --yes-destroy-data names the database connected to."""
+    from abaco_cli.db.seed import database_facts
+
     facts = database_facts(conn)
     if facts is None:
         raise UsageError("--replace: could not tell which database this is; nothing was emptied")
