@@ -156,9 +156,10 @@ def block_ranges(blocks: int, per_range: int = RANGE_BLOCKS) -> list[BlockRange]
 # --------------------------------------------------------------------------- the table itself
 
 
-def _relation(conn: Connection, table: TableName) -> tuple[int, str]:
+def relation_facts(conn: Connection, table: TableName) -> tuple[int, str, str]:
+    """(oid, relkind, relreplident) of a relation; SourceQueryError when there is none."""
     row = conn.execute(
-        "SELECT c.oid, c.relkind FROM pg_catalog.pg_class c "
+        "SELECT c.oid, c.relkind, c.relreplident FROM pg_catalog.pg_class c "
         "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = %s AND c.relname = %s",
         (table.schema, table.name),
@@ -169,7 +170,11 @@ def _relation(conn: Connection, table: TableName) -> tuple[int, str]:
             hint="Check the name (schema.table) and the source database; `abaco config show` "
             "shows which database abaco reads.",
         )
-    oid, kind = int(row[0]), str(row[1])
+    return int(row[0]), str(row[1]), str(row[2])
+
+
+def _relation(conn: Connection, table: TableName) -> tuple[int, str]:
+    oid, kind, _ = relation_facts(conn, table)
     if kind not in _READABLE:
         raise SourceQueryError(f"{table} is not a table, view or materialized view")
     return oid, kind
@@ -200,6 +205,25 @@ def _numeric_typmod(typmod: int) -> tuple[int | None, int | None]:
     return (packed >> 16) & 0xFFFF, scale
 
 
+def column_of(
+    conn: Connection, table: str, name: str, type_oid: int, typmod: int, shown: str
+) -> SourceColumn:
+    """One column as the reader decodes it (a domain as its base type, an enum as text); a
+    DataError naming it when no Arrow type holds it exactly. A numeric without declared
+    precision gets precision and scale None (``measure_numerics``)."""
+    type_name, kind, base_mod = _base_type(conn, type_oid, typmod)
+    if kind == "e":
+        type_name = "enum"
+    check_supported(table, name, type_name, shown)
+    precision: int | None = None
+    scale: int | None = None
+    if type_name == "numeric":
+        declared = numeric_type(table, name, *_numeric_typmod(base_mod))
+        if declared is not None:
+            precision, scale = declared
+    return SourceColumn(name, type_name, precision, scale)
+
+
 def describe_columns(
     conn: Connection, table: TableName, oid: int, wanted: Sequence[str] | None
 ) -> list[SourceColumn]:
@@ -225,17 +249,9 @@ def describe_columns(
     for name, type_oid, typmod, shown in rows:
         if name not in chosen:
             continue
-        type_name, kind, base_mod = _base_type(conn, int(type_oid), int(typmod))
-        if kind == "e":
-            type_name = "enum"
-        check_supported(str(table), str(name), type_name, str(shown))
-        precision: int | None = None
-        scale: int | None = None
-        if type_name == "numeric":
-            declared = numeric_type(str(table), str(name), *_numeric_typmod(base_mod))
-            if declared is not None:
-                precision, scale = declared
-        columns.append(SourceColumn(str(name), type_name, precision, scale))
+        columns.append(
+            column_of(conn, str(table), str(name), int(type_oid), int(typmod), str(shown))
+        )
     if not columns:
         raise UsageError(f"no column of {table} is selected")
     return columns

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from abaco_cli.db.binary_copy import TableName, _base_type, _numeric_typmod, describe_columns
+from abaco_cli.db.binary_copy import TableName, column_of, describe_columns, relation_facts
 from abaco_cli.db.connect import Connection, connect
 from abaco_cli.db.contract import CONTRACT
-from abaco_cli.db.pgbinary import SourceColumn, check_supported, numeric_type
-from abaco_cli.errors import DataError, SourceQueryError, UsageError
+from abaco_cli.errors import DataError, UsageError
 from abaco_cli.lake.changes import CapturedTable
 from abaco_cli.lake.slot import PublishedTable
 from abaco_cli.lake.store import ColumnState, TableState
@@ -89,30 +88,15 @@ class SourceTable:
 
 def inspect_table(conn: Connection, name: str, allowed: Sequence[str]) -> SourceTable:
     table = TableName.parse(name)
-    row = conn.execute(
-        "SELECT c.oid, c.relkind, c.relreplident FROM pg_catalog.pg_class c "
-        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = %s",
-        (table.schema, table.name),
-    ).fetchone()
-    if row is None:
-        raise SourceQueryError(f"table {name} does not exist in the source")
-    oid, kind, identity = int(row[0]), str(row[1]), str(row[2])
+    oid, kind, identity = relation_facts(conn, table)
     if kind not in ("r", "p"):
         raise UsageError(f"{name} is not a table (views cannot be captured)")
-    present = [
-        (str(r[0]), int(r[1]), int(r[2]))
-        for r in conn.execute(
-            "SELECT attname, atttypid, atttypmod FROM pg_catalog.pg_attribute "
-            "WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-            (oid,),
-        )
-    ]
-    names = [p[0] for p in present]
-    captured = [p for p in present if p[0] in allowed]
+    present = column_states(conn, name)
+    names = [c.name for c in present]
+    captured = [c for c in present if c.name in allowed]
     if not captured:
         raise UsageError(f"no column of {name} is on {SETTING}")
-    described = describe_columns(conn, table, oid, [p[0] for p in captured])
+    described = describe_columns(conn, table, oid, [c.name for c in captured])
     fields = []
     for column in described:
         if column.type_name == "numeric" and column.precision is None:
@@ -122,10 +106,10 @@ def inspect_table(conn: Connection, name: str, allowed: Sequence[str]) -> Source
                 hint=f"Declare it numeric(p,s), or leave it out of {SETTING}.",
             )
         fields.append(pa.field(column.name, column.arrow_type))
-    key = _key_columns(conn, oid, identity, name, [p[0] for p in captured])
+    key = _key_columns(conn, oid, identity, name, [c.name for c in captured])
     return SourceTable(
         name=name,
-        columns=tuple(ColumnState(name=n, type_oid=t, typmod=m) for n, t, m in captured),
+        columns=tuple(captured),
         schema=pa.schema(fields),
         key=key,
         replica_identity=identity,
@@ -216,22 +200,15 @@ class arrow_type_resolver:  # noqa: N801 - used as a function that holds a conne
         if self._conn is None:
             self._conn = connect(self.settings)
             self._conn.autocommit = True
-        type_name, kind, base_mod = _base_type(self._conn, type_oid, typmod)
-        if kind == "e":
-            type_name = "enum"
         row = self._conn.execute("SELECT format_type(%s, %s)", (type_oid, typmod)).fetchone()
-        check_supported("an added column", column, type_name, str(row[0]) if row else type_name)
-        precision: int | None = None
-        scale: int | None = None
-        if type_name == "numeric":
-            declared = numeric_type("an added column", column, *_numeric_typmod(base_mod))
-            if declared is None:
-                raise DataError(
-                    f"the added column {column!r} is numeric without precision and scale",
-                    hint=f"Declare it numeric(p,s), or leave it out of {SETTING}.",
-                )
-            precision, scale = declared
-        return SourceColumn(column, type_name, precision, scale).arrow_type
+        shown = str(row[0]) if row else f"oid {type_oid}"
+        found = column_of(self._conn, "an added column", column, type_oid, typmod, shown)
+        if found.type_name == "numeric" and found.precision is None:
+            raise DataError(
+                f"the added column {column!r} is numeric without precision and scale",
+                hint=f"Declare it numeric(p,s), or leave it out of {SETTING}.",
+            )
+        return found.arrow_type
 
     def close(self) -> None:
         if self._conn is not None:
