@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 import abaco_cli
 from abaco_cli.errors import WriteError
 from abaco_cli.runtime import files
+from abaco_cli.runtime.tree import Place, RuntimeTree
 from abaco_cli.services.exporting import export_dataset
 from abaco_cli.services.pruning import prune
 from abaco_cli.services.run import Run
@@ -486,3 +488,66 @@ def test_files_keep_other_users_out_under_umask_027(settings: Settings, loans_db
     for path in paths:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode & 0o007 == 0, f"{path} has mode {mode:o}"
+
+
+# --- the checksum taken as a staged file is written -------------------------------------------
+
+
+def _staged_temp(tmp_path: Path) -> tuple[RuntimeTree, Path]:
+    tree = RuntimeTree(tmp_path / "abaco_runtime")
+    target = tree.table_file("dpd", "loans", JUNE, "parquet")
+    return tree, RuntimeTree.temp_path(target, "20250630T000000Z-abcdef")
+
+
+def test_the_checksum_taken_while_writing_is_the_files_own(tmp_path: Path) -> None:
+    """Bytes through every path a writer uses (small pieces the buffer gathers, a piece larger
+    than the buffer, Arrow's Parquet writer through a Python file) hash to the file on disk."""
+    tree, temp = _staged_temp(tmp_path)
+    table = pa.table({"n": pa.array(range(200_000)), "s": [f"v{i % 97}" for i in range(200_000)]})
+    with files.open_new(tree, temp, Place.TEMP) as sink:
+        sink.write(b"head")
+        sink.write(memoryview(bytes(range(256)) * 64_000))  # 16 MB, past the buffer
+        with pq.ParquetWriter(sink, table.schema, compression="zstd") as writer:
+            writer.write_table(table, row_group_size=50_000)
+        sink.write(pa.py_buffer(b"tail"))
+        sink.flush()
+        written = files.written_checksum(sink)
+    on_disk = temp.read_bytes()
+    assert written == (len(on_disk), hashlib.sha256(on_disk).hexdigest())
+    assert files.checksum_of_staged(tree, temp, Place.TEMP, written) == written
+
+
+def test_a_file_sought_or_truncated_is_checksummed_from_disk(tmp_path: Path) -> None:
+    tree, temp = _staged_temp(tmp_path)
+    with files.open_new(tree, temp, Place.TEMP) as sink:
+        sink.write(b"0123456789")
+        sink.seek(2)
+        sink.write(b"xx")
+        sink.flush()
+        assert files.written_checksum(sink) is None
+    expected = (10, hashlib.sha256(b"01xx456789").hexdigest())
+    assert files.checksum_of_staged(tree, temp, Place.TEMP, None) == expected
+    temp.unlink()
+    with files.open_new(tree, temp, Place.TEMP) as sink:
+        sink.write(b"0123456789")
+        sink.truncate(4)
+        sink.flush()
+        assert files.written_checksum(sink) is None
+    assert files.written_checksum(io.BytesIO()) is None  # not a file open_new made
+
+
+def test_a_staged_file_changed_after_writing_is_checksummed_from_disk(tmp_path: Path) -> None:
+    """The checksum taken while writing stands only while the file has the size written: one
+    grown or cut afterwards is read again, so its manifest entry describes what is there."""
+    tree, temp = _staged_temp(tmp_path)
+    with files.open_new(tree, temp, Place.TEMP) as sink:
+        sink.write(b"exact money")
+        sink.flush()
+        written = files.written_checksum(sink)
+    assert written is not None
+    with temp.open("ab") as handle:
+        handle.write(b", and more")
+    assert files.checksum_of_staged(tree, temp, Place.TEMP, written) == (
+        21,
+        hashlib.sha256(b"exact money, and more").hexdigest(),
+    )

@@ -346,8 +346,9 @@ def check_quality(
 
 
 def _describe(run: Run, item: StagedFile, snapshot_at: datetime | None) -> ManifestFile:
-    """Checksum a staged file (fsynced by its writer) as its manifest entry will list it."""
-    size, digest = files.sha256_of(run.tree, item.temp, Place.TEMP)
+    """A staged file (fsynced by its writer) as its manifest entry will list it: its checksum
+    as taken while it was written, or read from it when that is not known."""
+    size, digest = files.checksum_of_staged(run.tree, item.temp, Place.TEMP, item.written)
     return ManifestFile(
         path=run.tree.relative(item.planned.path),
         table=item.planned.table,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
@@ -49,6 +48,7 @@ from abaco_cli.services.staging import (
     StagedFile,
     discard,
     notify,
+    seal,
 )
 from abaco_cli.services.uploading import UploadOutcome, pending_message
 from abaco_cli.settings import Settings
@@ -272,13 +272,7 @@ def _extract_one(
             rows += batch.num_rows
             notify(progress, ExportEvent("rows", f"{rows} rows", table=key, rows=rows))
         for output in outputs:
-            output.writer.close()
-            output.writer.sink.flush()
-            os.fsync(output.writer.sink.fileno())
-            output.item.rows = output.writer.rows
-            output.item.columns = [
-                {"name": f.name, "type": str(f.type)} for f in output.writer.file_schema
-            ]
+            seal(output.item, output.writer)
     notify(progress, ExportEvent("written", f"{table.key}: {rows} rows", table=key, rows=rows))
     return rows
 

@@ -96,6 +96,7 @@ def _stage(run: Run, inputs: ReportInputs) -> list[StagedFile]:
                 sink.write(item.content)
                 sink.flush()
                 os.fsync(sink.fileno())
+                staged_file.written = files.written_checksum(sink)
     except BaseException as exc:
         discard(tree, staged)
         if isinstance(exc, OSError):

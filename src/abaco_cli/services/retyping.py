@@ -178,7 +178,8 @@ def _rewrite(
         sink.flush()
         os.fsync(sink.fileno())
         columns = tuple(Column(f.name, str(f.type)) for f in writer.file_schema)
-    size, digest = files.sha256_of(tree, temp, Place.TEMP)
+        written = files.written_checksum(sink)
+    size, digest = files.checksum_of_staged(tree, temp, Place.TEMP, written)
     new_entry = replace(entry, bytes=size, sha256=digest, columns=columns)
     return Move(tree.relative(temp), entry.path, size), new_entry
 

@@ -81,6 +81,18 @@ class StagedFile:
     temp: Path
     rows: int = 0
     columns: list[dict[str, str]] = field(default_factory=list)
+    written: tuple[int, str] | None = None  # size and sha256 taken as it was written
+
+
+def seal(item: StagedFile, writer: BatchWriter) -> None:
+    """Complete a staged file: the writer's end (a footer, closing brackets), the bytes on disk
+    (fsync), and what its manifest entry lists: rows, columns, size and sha256."""
+    writer.close()
+    writer.sink.flush()
+    os.fsync(writer.sink.fileno())
+    item.rows = writer.rows
+    item.columns = [{"name": f.name, "type": str(f.type)} for f in writer.file_schema]
+    item.written = files.written_checksum(writer.sink)
 
 
 @dataclass
@@ -207,11 +219,7 @@ def _stage_table(
             rows += batch.num_rows
             progress(ExportEvent("rows", f"{rows} rows", table=key, rows=rows))
         for item, writer in writers:
-            writer.close()
-            writer.sink.flush()
-            os.fsync(writer.sink.fileno())
-            item.rows = writer.rows
-            item.columns = [{"name": f.name, "type": str(f.type)} for f in writer.file_schema]
+            seal(item, writer)
     progress(ExportEvent("written", f"{key}: {rows} rows", table=key, rows=rows))
     if not table_spec.collect:
         return None
