@@ -279,3 +279,59 @@ def test_cli_runner_separates_streams() -> None:
     result = runner.invoke(app, ["export", "dpd", "--as-of", "bad"])
     assert result.exit_code == 2
     assert result.stdout == ""
+
+
+# --- the way out: exit handlers and streams, without the interpreter's teardown ---------------
+
+_LEAVE = """
+import atexit, logging, sys, threading, time
+from abaco_cli.cli.app import leave
+logging.basicConfig(stream=sys.stderr, format="%(message)s")
+atexit.register(lambda: print("exit handler ran", flush=False))
+sys.stdout.write("x" * 200_000 + "\\n")  # more than a pipe holds: written before the exit
+logging.getLogger("t").warning("logged")
+if sys.argv[1] == "thread":
+    threading.Thread(target=lambda: (time.sleep(0.3), print("thread finished"))).start()
+leave(SystemExit(int(sys.argv[2]) if sys.argv[2].isdigit() else sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "code", "last_line"),
+    [
+        ("plain", "0", 0, "exit handler ran"),
+        ("plain", "3", 3, "exit handler ran"),
+        ("thread", "4", 4, "exit handler ran"),  # the ordinary way: the thread finishes first
+        ("plain", "a message", 1, "exit handler ran"),  # the ordinary way: the message printed
+    ],
+)
+def test_leaving_runs_exit_handlers_and_flushes_the_streams(
+    kind: str, status: str, code: int, last_line: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _LEAVE, kind, status],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == code
+    lines = result.stdout.splitlines()
+    assert lines[0] == "x" * 200_000
+    assert lines[-1] == last_line
+    assert ("thread finished" in lines) == (kind == "thread")
+    assert "logged" in result.stderr
+    assert ("a message" in result.stderr) == (status == "a message")
+
+
+def test_the_real_program_prints_all_of_its_output_and_its_exit_code(tmp_path: Path) -> None:
+    """`abaco` leaves without the interpreter's teardown: what it printed is all there, and
+    the exit code is the command's."""
+    env = {"ABACO_RUNTIME_DIR": str(tmp_path / "rt")}
+    shown = _run(["kpi", "definitions", "--json"], env, tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.endswith("\n")
+    assert json.loads(shown.stdout)
+    usage = _run(["export", "nothing-such"], env, tmp_path)
+    assert usage.returncode == 2
+    assert usage.stderr.count("abaco: error:") == 1

@@ -3,12 +3,14 @@ that turns every error into one line on stderr and an exit code."""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 from typer.core import TyperGroup, TyperOption
@@ -249,4 +251,31 @@ def root(
 
 def main() -> None:
     """Console-script entry point (and `python -m abaco_cli`): the program is `abaco`."""
-    app(prog_name="abaco")
+    try:
+        app(prog_name="abaco")
+    except SystemExit as exc:
+        leave(exc)
+    leave(SystemExit(0))
+
+
+def leave(ending: SystemExit) -> NoReturn:
+    """End the process without the interpreter's teardown of every module and object, 0.1 s
+    of every command and nothing abaco needs: by now its files are fsynced and renamed and
+    its audit record written. The exit handlers still run (logging's flush among them) and
+    the standard streams are flushed first. A stream that cannot be flushed, a thread still
+    running, an exit status that is not a number, or a profiler or tracer (cProfile and
+    coverage write their data once the program returns) takes the ordinary way out instead."""
+    code = 0 if ending.code is None else ending.code
+    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    running = any(t.is_alive() and not t.daemon for t in others)
+    watched = sys.getprofile() is not None or sys.gettrace() is not None
+    if not isinstance(code, int) or running or watched:
+        raise ending
+    atexit._run_exitfuncs()
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except (OSError, ValueError):
+        raise ending from None
+    os._exit(code)
