@@ -9,6 +9,10 @@ from importlib.metadata import PackageNotFoundError, version
 # changes against 433-445 MB, no slower (and `export dpd` of 250,000 loans: 289 -> 265 MB, the
 # same 4.7 s). A value the caller set wins.
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+# numpy's OpenBLAS starts a thread per core when numpy is imported, and each spins about 0.1 s
+# waiting for work. abaco does no linear algebra: one thread made `import numpy` 134 -> 63 ms
+# and 234 -> 60 ms of CPU, in every command. A value the caller set wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 try:
     __version__ = version("abaco")
