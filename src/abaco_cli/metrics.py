@@ -20,17 +20,18 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, write_to_textfile
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.parser import text_string_to_metric_families
-
 from abaco_cli.runtime.inventory import read_pointer, read_run
 from abaco_cli.runtime.manifest import ManifestFile
 from abaco_cli.runtime.tree import RuntimeTree
 from abaco_cli.settings import Settings
 
 if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
     from abaco_cli.quality.checks import QualityReport
+
+# prometheus_client (with its HTTP server, WSGI and urllib: 25 ms) is imported where a file is
+# read or written, not by every command that imports this module, e.g. under metrics.enabled=false
 
 log = logging.getLogger("abaco.metrics")
 LabelKey = tuple[tuple[str, str], ...]
@@ -277,6 +278,8 @@ class _State:
 
     @classmethod
     def parse(cls, text: str) -> _State:
+        from prometheus_client.parser import text_string_to_metric_families
+
         state = cls()
         for metric in text_string_to_metric_families(text):
             family = _BY_BASE.get(metric.name)
@@ -301,6 +304,8 @@ class _State:
             table[_key(labels)] = table.get(_key(labels), 0.0) + amount
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
+
         for family in _FAMILIES:
             table = self.samples[family.name]
             if not table:
@@ -356,6 +361,8 @@ def write_metrics(path: Path, update: MetricsUpdate, *, lock_timeout_seconds: fl
             log.warning("starting %s afresh: the current file cannot be read (%s)", path, exc)
             state = _State()
         state.apply(update)
+        from prometheus_client import CollectorRegistry, write_to_textfile
+
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Collector(state))
         write_to_textfile(str(path), registry)
