@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import re
 import shutil
@@ -343,10 +344,21 @@ def test_a_table_larger_than_its_stale_relpages(dsn: str, settings: Settings) ->
     assert len(ids) == 20000 and sorted(ids) == list(range(1, 20001))
 
 
-def test_the_last_range_is_open_ended() -> None:
-    ranges = block_ranges(5000, 2048)
-    assert [(r.first, r.end) for r in ranges] == [(0, 2048), (2048, 4096), (4096, None)]
+def test_the_ranges_cover_the_table_shrink_toward_its_end_and_the_last_is_open_ended() -> None:
+    for blocks in (0, 1, 255, 5000, 88_020, 1_000_000):
+        ranges = block_ranges(blocks, 2048)
+        assert ranges[0].first == 0 and ranges[-1].end is None
+        assert all(a.end == b.first for a, b in itertools.pairwise(ranges))
+        sizes = [r.end - r.first for r in ranges if r.end is not None]
+        assert all(0 < size <= 2048 for size in sizes)
+        assert sizes == sorted(sizes, reverse=True)
+        if blocks >= 2 * 2048:
+            assert ranges[-1].first < blocks and len(ranges) <= blocks // 2048 + 16
+            assert sizes[-1] == 256  # the last ones an eighth of a range
+        if blocks == 88_020:  # the benchmark's table: whole ranges, then 12 smaller ones
+            assert sizes.count(2048) == 39 and len(ranges) == 51
     assert [(r.first, r.end) for r in block_ranges(0, 2048)] == [(0, None)]
+    assert [(r.first, r.end) for r in block_ranges(5000, 2048)][:2] == [(0, 1250), (1250, 2188)]
 
 
 def test_two_workers_and_one_give_the_same_rows_in_the_same_order(
