@@ -25,6 +25,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -44,7 +45,14 @@ from pydantic import SecretStr
 
 from abaco_cli.db.binary_copy import READ_BYTES, TableReader, block_ranges, read_table
 from abaco_cli.db.classify import TransientSourceError
-from abaco_cli.db.pgbinary import PADDING, RowDecoder, SourceColumn, bytea_text, row_messages
+from abaco_cli.db.pgbinary import (
+    PADDING,
+    RowDecoder,
+    SourceColumn,
+    bytea_text,
+    keep_heap_memory,
+    row_messages,
+)
 from abaco_cli.db.table_parquet import TableParquetWriter, copy_table_to_parquet
 from abaco_cli.errors import DataError, SourceQueryError, UsageError
 from abaco_cli.settings import Settings
@@ -867,3 +875,8 @@ def test_a_tls_connection_is_read_through_libpq(
         assert not reader.socket_reads
         over_tls = pa.Table.from_batches(list(reader.batches()), schema=reader.schema)
     assert over_tls.equals(read_all(settings, "x.every", range_blocks=8, workers=2))
+
+
+def test_malloc_keeps_the_readers_temporaries_on_its_heap() -> None:
+    """glibc's mallopt takes both settings (the reader asks once per process)."""
+    assert keep_heap_memory() is sys.platform.startswith("linux")

@@ -60,6 +60,7 @@ from abaco_cli.db.pgbinary import (
     RowDecoder,
     SourceColumn,
     check_supported,
+    keep_heap_memory,
     measured_numeric,
     numeric_type,
     row_messages,
@@ -871,6 +872,7 @@ class TableReader:
     def batches(self) -> Iterator[pa.RecordBatch]:
         """Every row of the table in the snapshot, in batches of the reader's schema, in
         range (ctid) order. Call once."""
+        keep_heap_memory()
         self._workers = [_Worker(self, conn) for conn in self._connections]
         threads = [
             threading.Thread(target=worker.run, name=f"abaco-copy-{i}", daemon=True)

@@ -16,6 +16,8 @@ date or timestamp out of Arrow's range) is a DataError naming the column, never 
 
 from __future__ import annotations
 
+import functools
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +69,39 @@ def _memory_pool() -> pa.MemoryPool:
 
 
 MEMORY_POOL = _memory_pool()
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt(3) parameters
+HEAP_BLOCK_BYTES = 32 << 20  # blocks up to this size come from malloc's heap, not mmap
+HEAP_KEEP_BYTES = 128 << 20  # ... which keeps this much freed memory before giving it back
+
+
+@functools.cache
+def keep_heap_memory() -> bool:
+    """Have glibc's malloc serve blocks of up to HEAP_BLOCK_BYTES from its heap and keep up to
+    HEAP_KEEP_BYTES of freed memory, for the rest of the process; True where that took (glibc).
+
+    Decoding makes and frees numpy temporaries of a few MiB for every batch in the reader's
+    threads. By default malloc maps most of them afresh and unmaps them when freed (its
+    threshold only grows as it meets them): a page fault every 4 KiB, and each unmapping
+    interrupts the other core to flush its TLB, a core the server's COPY is using. Whole-table
+    extract of the benchmark's 5,000,000 rows, alternating with and without: 0.11 s less CPU,
+    2-3 % less time, peak memory within 12 MB. Only the whole-table reader asks for this.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # pragma: no cover - a C library without mallopt
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(
+        mallopt(_M_MMAP_THRESHOLD, HEAP_BLOCK_BYTES) and mallopt(_M_TRIM_THRESHOLD, HEAP_KEEP_BYTES)
+    )
+
+
 _HEX = np.frombuffer(b"".join(f"{i:02x}".encode() for i in range(256)), np.uint8).reshape(256, 2)
 
 # PostgreSQL base type (pg_type.typname) -> Arrow type, for the types of fixed meaning
