@@ -335,3 +335,39 @@ def test_the_real_program_prints_all_of_its_output_and_its_exit_code(tmp_path: P
     usage = _run(["export", "nothing-such"], env, tmp_path)
     assert usage.returncode == 2
     assert usage.stderr.count("abaco: error:") == 1
+
+
+# --- the root's commands, imported when they are run ---------------------------------------
+
+
+def test_a_command_imports_only_its_own_group() -> None:
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from abaco_cli.cli.app import app\n"
+        "result = CliRunner().invoke(app, ['kpi', 'definitions', '--json'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('abaco_cli.cli.'))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert "abaco_cli.cli.kpi" in loaded
+    assert not loaded & {f"abaco_cli.cli.{m}" for m in ("lake", "upload", "demo", "db", "report")}
+
+
+def test_the_root_help_lists_every_command_and_a_typo_gets_suggestions(cli: CliRunner) -> None:
+    from abaco_cli.cli.app import COMMANDS
+
+    shown = invoke(cli, "--help")
+    assert shown.exit_code == 0
+    rows = [line for line in shown.stdout.splitlines() if line.startswith("│ ") and line[2] != " "]
+    listed = [row.split()[1] for row in rows]  # a row's first word, not a wrapped line's
+    names = [n for n in listed if n in COMMANDS]
+    assert names == list(COMMANDS)  # every one, in the order of COMMANDS
+    typo = invoke(cli, "exprot", "dpd")
+    assert typo.exit_code == 2
+    assert "Did you mean 'export'" in typo.stderr
+    assert invoke(cli, "export", "table", "--help").exit_code == 0  # added by cli/extract

@@ -4,34 +4,23 @@ that turns every error into one line on stderr and an exit code."""
 from __future__ import annotations
 
 import atexit
+import importlib
 import logging
 import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
 import typer
+import typer.main
+from typer import _click as click
 from typer.core import TyperGroup, TyperOption
 
 from abaco_cli import __version__
-from abaco_cli.cli import (
-    audit,
-    config,
-    console,
-    db,
-    demo,
-    export,
-    extract,  # noqa: F401 - registers `export table` on the export group
-    health,
-    kpi,
-    lake,
-    migrate,
-    prune,
-    report,
-    upload,
-)
+from abaco_cli.cli import console
 from abaco_cli.cli.common import AppState
 from abaco_cli.cli.console import setup_logging
 from abaco_cli.errors import AbacoError, ExitCode, InterruptedRun
@@ -143,9 +132,73 @@ def _flags_take_no_value() -> None:
 _flags_take_no_value()
 
 
+@dataclass(frozen=True)
+class Entry:
+    """A command of the root group, imported only when it is run (or listed, for help): a
+    command group (``attribute`` a Typer app) or a command (``attribute`` its function, with
+    the help text named by ``help_attribute``)."""
+
+    module: str
+    attribute: str
+    help_attribute: str | None = None
+    also: str | None = None  # a module that adds commands to the group when imported
+
+
+# The root's commands in the order `abaco --help` lists them. Importing every command group and
+# building all their click commands took 23 ms of every command.
+COMMANDS: dict[str, Entry] = {
+    "demo": Entry("abaco_cli.cli.demo", "demo_command"),
+    "prune": Entry("abaco_cli.cli.prune", "prune_command"),
+    "healthcheck": Entry("abaco_cli.cli.health", "healthcheck_command", "HEALTHCHECK_HELP"),
+    "migrate-tree": Entry("abaco_cli.cli.migrate", "migrate_tree_command", "MIGRATE_HELP"),
+    "report": Entry("abaco_cli.cli.report", "report_command", "REPORT_HELP"),
+    "db": Entry("abaco_cli.cli.db", "app"),
+    "export": Entry("abaco_cli.cli.export", "app", also="abaco_cli.cli.extract"),  # + table
+    "kpi": Entry("abaco_cli.cli.kpi", "app"),
+    "config": Entry("abaco_cli.cli.config", "app"),
+    "audit": Entry("abaco_cli.cli.audit", "app"),
+    "upload": Entry("abaco_cli.cli.upload", "app"),
+    "lake": Entry("abaco_cli.cli.lake", "app"),
+}
+
+
+def load_command(name: str, entry: Entry) -> click.Command:
+    """The click command of one root command, its module imported now."""
+    module = importlib.import_module(entry.module)
+    if entry.also is not None:
+        importlib.import_module(entry.also)
+    target = getattr(module, entry.attribute)
+    if isinstance(target, typer.Typer):
+        group = typer.main.get_group(target)
+        group.name = name
+        return group
+    single = typer.Typer(add_completion=False)
+    help_text = getattr(module, entry.help_attribute) if entry.help_attribute else None
+    single.command(name, help=help_text)(target)
+    return typer.main.get_command(single)
+
+
 class AbacoGroup(TyperGroup):
     """The root group: its ``main`` runs the command line under ``run_guarded``, so that the
-    real program and in-process test runners share one error mapping."""
+    real program and in-process test runners share one error mapping. Its commands are
+    imported when they are looked up (``COMMANDS``)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*COMMANDS, *(n for n in super().list_commands(ctx) if n not in COMMANDS)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is not None and cmd_name not in self.commands:
+            self.add_command(load_command(cmd_name, entry), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in COMMANDS:  # a typo: every command loaded for "Did you mean"
+            for name in self.list_commands(ctx):
+                self.get_command(ctx, name)
+        return super().resolve_command(ctx, args)
 
     def main(
         self,
@@ -182,18 +235,6 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(db.app, name="db")
-app.add_typer(export.app, name="export")
-app.add_typer(kpi.app, name="kpi")
-app.add_typer(config.app, name="config")
-app.command("demo")(demo.demo_command)
-app.add_typer(audit.app, name="audit")
-app.command("prune")(prune.prune_command)
-app.command("healthcheck", help=health.HEALTHCHECK_HELP)(health.healthcheck_command)
-app.command("migrate-tree", help=migrate.MIGRATE_HELP)(migrate.migrate_tree_command)
-app.add_typer(upload.app, name="upload")
-app.add_typer(lake.app, name="lake")
-app.command("report", help=report.REPORT_HELP)(report.report_command)
 
 
 def _version(value: bool) -> None:
