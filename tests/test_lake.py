@@ -195,9 +195,12 @@ def test_init_loads_every_contract_table_and_sync_applies_changes(lake: LakeEnv)
     body = json.loads(result.stdout)
     assert body["changes"] > 0 and body["batches"]
     assert_lake_matches_source(lake)
-    # nothing new: a second sync writes no batch
+    # nothing new: a second sync writes no change. The server may have written WAL of its own
+    # since (a standby snapshot every 15 s, another test's database): a batch of no change then
+    # only moves the slot past it, as it must, so that WAL is not held.
     again = json.loads(lake.cli("sync", "--json").stdout)
-    assert again["changes"] == 0 and again["batches"] == []
+    assert again["changes"] == 0
+    assert all(not b["changes"] and b["files"] == 0 for b in again["batches"])
     # DuckDB reads the Delta tables too
     columns = contract_columns(LOANS)
     assert duckdb_rows(lake.dest, LOANS, columns) == source_rows(lake.dsn, LOANS, columns)
