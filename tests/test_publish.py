@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import abaco_cli
+from abaco_cli import libc
 from abaco_cli.errors import WriteError
 from abaco_cli.runtime import files
 from abaco_cli.runtime.tree import Place, RuntimeTree
@@ -565,14 +566,14 @@ def test_a_new_file_is_handed_to_the_disk_as_it_is_written(
     """Every WRITEBACK_BYTES written start their writeback (sync_file_range) in order, none
     twice and none skipped, so that the fsync at the end has little left; the real call
     runs too, and the file is whole."""
-    real = files._sync_file_range()
+    real = libc.sync_file_range()
     handed: list[tuple[int, int]] = []
 
     def recording(fd: int, offset: int, length: int, flags: int) -> int:
         handed.append((offset, length))
         return real(fd, offset, length, flags) if real is not None else 0
 
-    monkeypatch.setattr(files, "_sync_file_range", lambda: recording)
+    monkeypatch.setattr(libc, "sync_file_range", lambda: recording)
     tree, temp = _staged_temp(tmp_path)
     piece = os.urandom(3 << 20)
     with files.open_new(tree, temp, Place.TEMP) as sink:

@@ -17,7 +17,6 @@ date or timestamp out of Arrow's range) is a DataError naming the column, never 
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,9 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from abaco_cli import libc
 from abaco_cli.errors import DataError
+from abaco_cli.libc import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
 
 Int64s = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
@@ -70,7 +71,6 @@ def _memory_pool() -> pa.MemoryPool:
 
 MEMORY_POOL = _memory_pool()
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt(3) parameters
 HEAP_BLOCK_BYTES = 32 << 20  # blocks up to this size come from malloc's heap, not mmap
 HEAP_KEEP_BYTES = 128 << 20  # ... which keeps this much freed memory before giving it back
 
@@ -87,18 +87,11 @@ def keep_heap_memory() -> bool:
     extract of the benchmark's 5,000,000 rows, 8 runs alternating with and without: 0.08 s
     less CPU, about 1 % less time, the same peak memory. Only the whole-table reader asks.
     """
-    if not sys.platform.startswith("linux"):
+    mallopt = libc.mallopt()
+    if mallopt is None:
         return False
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # pragma: no cover - a C library without mallopt
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
     return bool(
-        mallopt(_M_MMAP_THRESHOLD, HEAP_BLOCK_BYTES) and mallopt(_M_TRIM_THRESHOLD, HEAP_KEEP_BYTES)
+        mallopt(M_MMAP_THRESHOLD, HEAP_BLOCK_BYTES) and mallopt(M_TRIM_THRESHOLD, HEAP_KEEP_BYTES)
     )
 
 

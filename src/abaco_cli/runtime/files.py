@@ -9,17 +9,17 @@ the operation is refused with UnsafePathError and nothing is touched.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import io
 import os
 import stat
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO
 
+from abaco_cli import libc
 from abaco_cli.errors import UnsafePathError
+from abaco_cli.libc import SYNC_FILE_RANGE_WRITE
 from abaco_cli.runtime.tree import TEMP_SUFFIX, Place, RuntimeTree
 
 if TYPE_CHECKING:
@@ -73,23 +73,6 @@ def make_folders(tree: RuntimeTree, path: Path, kind: Place) -> Path:
 
 
 WRITEBACK_BYTES = 8 << 20  # what a new file was written is handed to the disk this much at a time
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-@functools.cache
-def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    """Linux's sync_file_range(2), or None where there is none."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    function.restype = ctypes.c_int
-    return cast("Callable[[int, int, int, int], int]", function)
 
 
 class ChecksummedFile(io.FileIO):
@@ -120,9 +103,9 @@ class ChecksummedFile(io.FileIO):
         return count
 
     def _write_back(self) -> None:
-        function = _sync_file_range()
+        function = libc.sync_file_range()
         if function is not None:  # a hint: a failure leaves the work to the fsync
-            function(self.fileno(), self._handed, self._size - self._handed, _SYNC_FILE_RANGE_WRITE)
+            function(self.fileno(), self._handed, self._size - self._handed, SYNC_FILE_RANGE_WRITE)
         self._handed = self._size
 
     def seek(self, offset: int, whence: int = os.SEEK_SET, /) -> int:
