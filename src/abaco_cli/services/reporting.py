@@ -14,7 +14,6 @@ the run with one line naming the export command to run.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -26,12 +25,17 @@ from abaco_cli.datasets.kpi.catalogue import catalogue
 from abaco_cli.db.source import SourceIdentity
 from abaco_cli.errors import WriteError
 from abaco_cli.report.inputs import ReportInputs, load_inputs, newest_date
-from abaco_cli.runtime import files
 from abaco_cli.runtime.manifest import iso_time
-from abaco_cli.runtime.tree import REPORT_ALIAS, REPORTS_DATASET, Place
+from abaco_cli.runtime.tree import REPORT_ALIAS, REPORTS_DATASET
 from abaco_cli.services.exporting import ExportResult, publish_date
 from abaco_cli.services.run import Run, iso
-from abaco_cli.services.staging import DatasetRun, PlannedFile, StagedFile, discard
+from abaco_cli.services.staging import (
+    DatasetRun,
+    PlannedFile,
+    StagedFile,
+    discard,
+    write_staged,
+)
 from abaco_cli.settings import Settings
 
 __all__ = ["REPORTS", "ReportResult", "write_report"]
@@ -92,11 +96,7 @@ def _stage(run: Run, inputs: ReportInputs) -> list[StagedFile]:
                 rows=1,
             )
             staged.append(staged_file)
-            with files.open_new(tree, staged_file.temp, Place.TEMP) as sink:
-                sink.write(item.content)
-                sink.flush()
-                os.fsync(sink.fileno())
-                staged_file.written = files.written_checksum(sink)
+            write_staged(tree, staged_file, item.content)
     except BaseException as exc:
         discard(tree, staged)
         if isinstance(exc, OSError):

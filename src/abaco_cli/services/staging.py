@@ -226,11 +226,13 @@ def _stage_table(
     return pa.Table.from_batches(kept, schema=stream.schema)
 
 
-def _write_temp(tree: RuntimeTree, path: Path, content: bytes) -> None:
-    with files.open_new(tree, path, Place.TEMP) as sink:
+def write_staged(tree: RuntimeTree, item: StagedFile, content: bytes) -> None:
+    """Write a staged file whole from ``content`` (fsynced), its checksum taken as it goes."""
+    with files.open_new(tree, item.temp, Place.TEMP) as sink:
         sink.write(content)
         sink.flush()
         os.fsync(sink.fileno())
+        item.written = files.written_checksum(sink)
 
 
 def _derive(
@@ -262,7 +264,7 @@ def _derive(
             rows=derived.rows,
         )
         run.staged.append(item)
-        _write_temp(tree, item.temp, derived.content)
+        write_staged(tree, item, derived.content)
 
 
 def _run_jobs(
